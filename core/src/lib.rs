@@ -1,1 +1,2 @@
-//! placeholder
+//! Sans-IO protocol machines of Switchboard.
+pub mod hub;

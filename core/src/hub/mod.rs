@@ -1,0 +1,2 @@
+//! The hub.
+pub mod persist;
