@@ -1,2 +1,603 @@
-//! The hub.
+//! The hub: one sans-IO machine owning the domain state (agent registry, command log) and
+//! every connection machine, keyed by [`ConnId`] (the quinn `Endpoint` pattern).
+//!
+//! The hub never touches storage: durable changes leave it as [`HubAction::Persist`], and the
+//! runtime applies each one **before** performing any action that follows it (the actions that
+//! acknowledge the change always come after it). Secret verification (argon2, expensive) leaves
+//! as [`HubAction::VerifySecret`] and comes back through [`Hub::handle_verified`], so that it can
+//! run off the hub loop.
+
+mod agents;
+mod control;
 pub mod persist;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::Bytes;
+use switchboard_proto::message::Message as Body;
+
+use crate::link::{FrameDecoder, LinkConfig, ManagerLink, frame, msg};
+use crate::machine::CloseReason;
+use crate::perm::Permissions;
+use crate::rng::{self, CoreRng};
+pub use persist::{AgentRecord, Change, CommandRecord, CommandStatus, StoredState};
+
+/// Identifies one connection of the hub. Chosen by the runtime, never reused while open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnId(pub u64);
+
+/// What the runtime knows about a new connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// Remote address.
+    pub addr: SocketAddr,
+    /// The identity named by the verified client certificate (its subject CN), if any.
+    pub cert_name: Option<String>,
+}
+
+/// Hub configuration.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// Limits and timers of every native connection.
+    pub link: LinkConfig,
+    /// Refuse an agent whose certificate names another id than its ClientHello.
+    pub require_cert_match: bool,
+    /// The user name whose certificate gets every permission.
+    pub admin_user: String,
+    /// How many finished commands to remember in memory for ListAgents-style queries (the full
+    /// log is in storage).
+    pub max_active_commands: usize,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            link: LinkConfig::default(),
+            require_cert_match: true,
+            admin_user: "admin".into(),
+            max_active_commands: 100_000,
+        }
+    }
+}
+
+/// A pending secret verification, handed back through [`Hub::handle_verified`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct VerifyTicket(pub u64);
+
+/// Something that happened, for logs, the demo, tests (and later the event log).
+#[derive(Debug, Clone, PartialEq)]
+pub enum HubEvent {
+    /// An agent authenticated.
+    AgentConnected {
+        /// Agent id.
+        agent_id: String,
+        /// Its connection.
+        conn: ConnId,
+        /// Its address.
+        addr: SocketAddr,
+    },
+    /// An authenticated agent's connection ended.
+    AgentDisconnected {
+        /// Agent id.
+        agent_id: String,
+        /// Why.
+        reason: String,
+    },
+    /// An agent hello was refused.
+    AuthFailed {
+        /// The id it claimed.
+        agent_id: String,
+        /// Its address.
+        addr: SocketAddr,
+        /// Why (for the log only: the peer just hears "authentication failed").
+        reason: String,
+    },
+    /// An operator session opened.
+    SessionOpened {
+        /// The user.
+        user: String,
+        /// Its connection.
+        conn: ConnId,
+    },
+    /// A command was sent to an agent.
+    CommandStarted {
+        /// Command id.
+        command_id: i64,
+        /// Agent.
+        agent_id: String,
+        /// Operation.
+        operation: String,
+    },
+    /// Progress of a command.
+    CommandProgress {
+        /// Command id.
+        command_id: i64,
+        /// Current.
+        current: u32,
+        /// Total.
+        total: u32,
+        /// Message.
+        message: String,
+    },
+    /// A command finished.
+    CommandFinished {
+        /// Command id.
+        command_id: i64,
+        /// Final status.
+        status: CommandStatus,
+        /// Output.
+        output: String,
+    },
+    /// A connection closed with a protocol error or timeout.
+    ConnectionFailed {
+        /// The connection.
+        conn: ConnId,
+        /// Why.
+        reason: CloseReason,
+    },
+}
+
+/// What the hub asks its runtime to do. Perform them in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HubAction {
+    /// Write these bytes on the connection, as one write.
+    Send {
+        /// Connection.
+        conn: ConnId,
+        /// Bytes.
+        bytes: Bytes,
+    },
+    /// Flush what was sent before, then close the connection. The hub already forgot it.
+    Close {
+        /// Connection.
+        conn: ConnId,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// Persist this change durably before performing any later action.
+    Persist(Change),
+    /// Verify `secret` against the argon2 PHC string `secret_hash` (off the hub loop) and call
+    /// [`Hub::handle_verified`]. `None`: no such agent; spend the same effort on a dummy hash
+    /// and answer `false`, so that timing does not tell whether an agent id exists.
+    VerifySecret {
+        /// Hand back with the answer.
+        ticket: VerifyTicket,
+        /// The stored hash, or `None`.
+        secret_hash: Option<String>,
+        /// The secret the agent sent.
+        secret: String,
+    },
+    /// Something happened.
+    Event(HubEvent),
+}
+
+pub(crate) struct SessionState {
+    pub(crate) user: String,
+    pub(crate) perms: Permissions,
+    pub(crate) decoder: FrameDecoder,
+    pub(crate) keepalive: crate::link::keepalive::Keepalive,
+}
+
+pub(crate) enum Conn {
+    /// Waiting for the first frame, which says what the peer is.
+    Sniffing {
+        decoder: FrameDecoder,
+        deadline: Instant,
+    },
+    /// An agent (authenticated once `agent_id` is set in the registry entry).
+    Agent(Box<ManagerLink>),
+    /// An operator session.
+    Session(Box<SessionState>),
+}
+
+pub(crate) struct ConnEntry {
+    pub(crate) peer: PeerInfo,
+    pub(crate) conn: Conn,
+    /// The timer this connection is indexed under in `Hub::timers`.
+    pub(crate) timer: Option<Instant>,
+}
+
+pub(crate) struct AgentEntry {
+    pub(crate) record: AgentRecord,
+    pub(crate) data: BTreeMap<String, String>,
+    /// The authenticated connection, if connected.
+    pub(crate) conn: Option<ConnId>,
+}
+
+pub(crate) struct ActiveCommand {
+    pub(crate) agent_conn: ConnId,
+    pub(crate) issuer: Option<ConnId>,
+    pub(crate) issued_by: String,
+}
+
+pub(crate) struct PendingVerify {
+    pub(crate) conn: ConnId,
+    pub(crate) agent_id: String,
+    /// False when a check before the hash already failed (the hash runs anyway, for timing).
+    pub(crate) prechecks_ok: bool,
+    pub(crate) precheck_failure: String,
+}
+
+/// The hub machine.
+///
+/// # Driving contract
+///
+/// - At start: [`Hub::new`], then [`Hub::load`] with what storage holds.
+/// - For each accepted connection (after its TLS handshake): [`Hub::accept`]; for its bytes:
+///   [`Hub::handle_input`]; when its transport ends: [`Hub::handle_closed`].
+/// - Call [`Hub::handle_timeout`] when [`Hub::poll_timeout`] is reached (spurious calls are
+///   fine), and [`Hub::handle_verified`] when a verification finishes.
+/// - After every call drain [`Hub::poll_action`] until `None` and perform the actions in order:
+///   a [`HubAction::Persist`] must be durable before any later action is performed.
+///
+/// ```no_run
+/// # use std::time::Instant;
+/// # use switchboard_core::hub::*;
+/// # fn persist(_: &Change) {} fn send(_: ConnId, _: &[u8]) {} fn close(_: ConnId) {}
+/// # fn verify(_: Option<&str>, _: &str) -> bool { false }
+/// let mut hub = Hub::new(HubConfig::default(), 42, Instant::now(), 1_700_000_000_000);
+/// hub.load(StoredState::default(), Instant::now());
+/// let peer = PeerInfo { addr: "127.0.0.1:5000".parse().unwrap(), cert_name: Some("agent1".into()) };
+/// hub.accept(Instant::now(), ConnId(1), peer);
+/// hub.handle_input(Instant::now(), ConnId(1), b"...bytes from the socket...");
+/// while let Some(action) = hub.poll_action() {
+///     match action {
+///         HubAction::Persist(change) => persist(&change),
+///         HubAction::Send { conn, bytes } => send(conn, &bytes),
+///         HubAction::Close { conn, .. } => close(conn),
+///         HubAction::VerifySecret { ticket, secret_hash, secret } => {
+///             let ok = verify(secret_hash.as_deref(), &secret);
+///             hub.handle_verified(Instant::now(), ticket, ok);
+///         }
+///         HubAction::Event(e) => println!("{e:?}"),
+///     }
+/// }
+/// ```
+pub struct Hub {
+    pub(crate) cfg: HubConfig,
+    pub(crate) rng: CoreRng,
+    pub(crate) conns: BTreeMap<ConnId, ConnEntry>,
+    pub(crate) timers: BTreeSet<(Instant, ConnId)>,
+    pub(crate) agents: BTreeMap<String, AgentEntry>,
+    pub(crate) commands: BTreeMap<i64, ActiveCommand>,
+    pub(crate) next_command_id: i64,
+    pub(crate) verifications: BTreeMap<VerifyTicket, PendingVerify>,
+    pub(crate) next_ticket: u64,
+    pub(crate) out: VecDeque<HubAction>,
+    base_instant: Instant,
+    base_unix_ms: i64,
+}
+
+impl Hub {
+    /// A hub whose wall clock reads `unix_ms` at `now` (wall time is derived from `now` after
+    /// that, so the hub never reads a clock).
+    pub fn new(cfg: HubConfig, seed: u64, now: Instant, unix_ms: i64) -> Self {
+        Hub {
+            cfg,
+            rng: rng::seeded(seed),
+            conns: BTreeMap::new(),
+            timers: BTreeSet::new(),
+            agents: BTreeMap::new(),
+            commands: BTreeMap::new(),
+            next_command_id: 1,
+            verifications: BTreeMap::new(),
+            next_ticket: 1,
+            out: VecDeque::new(),
+            base_instant: now,
+            base_unix_ms: unix_ms,
+        }
+    }
+
+    /// Loads stored state (at start, before any connection). Commands that were pending when
+    /// the hub stopped can no longer report: they are finished as failed (persisted).
+    pub fn load(&mut self, state: StoredState, now: Instant) {
+        for rec in state.agents {
+            self.agents.insert(
+                rec.agent_id.clone(),
+                AgentEntry {
+                    record: rec,
+                    data: BTreeMap::new(),
+                    conn: None,
+                },
+            );
+        }
+        for (agent, name, value) in state.agent_data {
+            if let Some(a) = self.agents.get_mut(&agent) {
+                a.data.insert(name, value);
+            }
+        }
+        self.next_command_id = self.next_command_id.max(state.max_command_id + 1);
+        for c in state.pending_commands {
+            self.out
+                .push_back(HubAction::Persist(Change::CommandFinished {
+                    command_id: c.command_id,
+                    status: CommandStatus::Failed,
+                    changed: false,
+                    output: "hub restarted before the command finished".into(),
+                    finished_unix_ms: self.unix_ms(now),
+                }));
+        }
+    }
+
+    /// Wall-clock milliseconds at `now`.
+    pub fn unix_ms(&self, now: Instant) -> i64 {
+        self.base_unix_ms + now.saturating_duration_since(self.base_instant).as_millis() as i64
+    }
+
+    /// A connection was accepted (TLS done, client certificate verified by the runtime).
+    pub fn accept(&mut self, now: Instant, conn: ConnId, peer: PeerInfo) {
+        let deadline = now + self.cfg.link.hello_timeout;
+        let decoder = FrameDecoder::new(self.cfg.link.max_frame);
+        self.conns.insert(
+            conn,
+            ConnEntry {
+                peer,
+                conn: Conn::Sniffing { decoder, deadline },
+                timer: None,
+            },
+        );
+        self.reindex(conn);
+    }
+
+    /// Bytes that arrived on `conn`.
+    pub fn handle_input(&mut self, now: Instant, conn: ConnId, data: &[u8]) {
+        let Some(entry) = self.conns.get_mut(&conn) else {
+            return; // closed already: late bytes are dropped
+        };
+        match &mut entry.conn {
+            Conn::Sniffing { decoder, .. } => {
+                decoder.push(data);
+                match decoder.next_message() {
+                    Ok(None) => {}
+                    Ok(Some(first)) => {
+                        let rest = decoder.take_buffered();
+                        self.route_first(now, conn, first);
+                        if !rest.is_empty() {
+                            self.handle_input(now, conn, &rest);
+                            return;
+                        }
+                    }
+                    Err(e) => self.sniff_failed(conn, CloseReason::Protocol(e.to_string())),
+                }
+            }
+            Conn::Agent(link) => {
+                link.handle_input(now, data);
+                self.pump_agent(now, conn);
+            }
+            Conn::Session(_) => self.session_input(now, conn, data),
+        }
+        self.reindex(conn);
+    }
+
+    /// The transport of `conn` ended (EOF, reset, error). Unknown ids are ignored.
+    pub fn handle_closed(&mut self, now: Instant, conn: ConnId) {
+        if self.conns.contains_key(&conn) {
+            self.forget(now, conn, "connection ended".into());
+        }
+    }
+
+    /// Timers of every connection. Safe to call spuriously.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&(t, conn)) = self.timers.first() {
+            if t > now {
+                break;
+            }
+            self.timers.pop_first();
+            if let Some(e) = self.conns.get_mut(&conn) {
+                e.timer = None;
+            }
+            self.conn_timeout(now, conn);
+            self.reindex(conn);
+        }
+    }
+
+    /// The earliest instant at which [`handle_timeout`](Self::handle_timeout) has work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.first().map(|(t, _)| *t)
+    }
+
+    /// The next action, in order.
+    pub fn poll_action(&mut self) -> Option<HubAction> {
+        self.out.pop_front()
+    }
+
+    /// Says Bye to every connection and closes them (shutdown).
+    pub fn shutdown(&mut self, now: Instant) {
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        for id in ids {
+            self.close_conn(now, id, CloseReason::Local("server shutting down".into()));
+        }
+    }
+
+    /// Number of open connections.
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Ids of the agents connected now.
+    pub fn connected_agents(&self) -> Vec<String> {
+        self.agents
+            .iter()
+            .filter(|(_, a)| a.conn.is_some())
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Number of commands waiting for their result.
+    pub fn active_commands(&self) -> usize {
+        self.commands.len()
+    }
+
+    fn route_first(&mut self, now: Instant, conn: ConnId, first: switchboard_proto::Message) {
+        let is_session = matches!(first.message, Some(Body::SessionHello(_)));
+        let Some(entry) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if is_session {
+            let Some(user) = entry.peer.cert_name.clone() else {
+                return self.sniff_failed(
+                    conn,
+                    CloseReason::AuthFailed("no client certificate".into()),
+                );
+            };
+            let perms = if user == self.cfg.admin_user {
+                Permissions::ADMIN
+            } else {
+                Permissions::NONE
+            };
+            if perms == Permissions::NONE {
+                return self.sniff_failed(
+                    conn,
+                    CloseReason::AuthFailed(format!("{user:?} is not a user")),
+                );
+            }
+            entry.conn = Conn::Session(Box::new(SessionState {
+                user: user.clone(),
+                perms,
+                decoder: FrameDecoder::new(self.cfg.link.max_frame),
+                keepalive: crate::link::keepalive::Keepalive::new(
+                    now,
+                    self.cfg.link.ping_interval,
+                    self.cfg.link.ping_timeout,
+                ),
+            }));
+            self.send_body(
+                conn,
+                Body::SessionWelcome(switchboard_proto::SessionWelcome {
+                    user: user.clone(),
+                    permissions: perms.0,
+                    version: 1,
+                }),
+            );
+            self.out
+                .push_back(HubAction::Event(HubEvent::SessionOpened { user, conn }));
+        } else {
+            let seed = rng::child_seed(&mut self.rng);
+            let mut link = ManagerLink::new(now, self.cfg.link.clone(), seed);
+            link.handle_message(now, first);
+            entry.conn = Conn::Agent(Box::new(link));
+            self.pump_agent(now, conn);
+        }
+    }
+
+    fn sniff_failed(&mut self, conn: ConnId, reason: CloseReason) {
+        let text = match &reason {
+            CloseReason::AuthFailed(_) => "authentication failed".to_string(),
+            other => other.to_string(),
+        };
+        self.send_body(conn, Body::Bye(switchboard_proto::Bye { reason: text }));
+        self.out
+            .push_back(HubAction::Event(HubEvent::ConnectionFailed {
+                conn,
+                reason: reason.clone(),
+            }));
+        self.out.push_back(HubAction::Close { conn, reason });
+        self.drop_conn(conn);
+    }
+
+    fn conn_timeout(&mut self, now: Instant, conn: ConnId) {
+        let Some(entry) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        match &mut entry.conn {
+            Conn::Sniffing { deadline, .. } => {
+                if now >= *deadline {
+                    self.sniff_failed(conn, CloseReason::Timeout("hello"));
+                }
+            }
+            Conn::Agent(link) => {
+                link.handle_timeout(now);
+                self.pump_agent(now, conn);
+            }
+            Conn::Session(_) => self.session_timeout(now, conn),
+        }
+    }
+
+    /// Closes a connection from the hub's side (Bye + close) and forgets it.
+    pub(crate) fn close_conn(&mut self, now: Instant, conn: ConnId, reason: CloseReason) {
+        let Some(entry) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        match &mut entry.conn {
+            Conn::Agent(link) => {
+                link.close(reason);
+                self.pump_agent(now, conn);
+            }
+            _ => {
+                self.send_body(
+                    conn,
+                    Body::Bye(switchboard_proto::Bye {
+                        reason: reason.to_string(),
+                    }),
+                );
+                self.out.push_back(HubAction::Close {
+                    conn,
+                    reason: reason.clone(),
+                });
+                self.forget(now, conn, reason.to_string());
+            }
+        }
+    }
+
+    /// Removes a connection and everything that hangs on it.
+    pub(crate) fn forget(&mut self, now: Instant, conn: ConnId, why: String) {
+        let Some(entry) = self.conns.get(&conn) else {
+            return;
+        };
+        let agent_id = match &entry.conn {
+            Conn::Agent(link) => link.agent_id().map(str::to_string),
+            _ => None,
+        };
+        self.drop_conn(conn);
+        if let Some(agent_id) = agent_id {
+            self.agent_gone(now, conn, &agent_id, why);
+        }
+        // Sessions: their commands keep running; results go to the log only.
+        for c in self.commands.values_mut() {
+            if c.issuer == Some(conn) {
+                c.issuer = None;
+            }
+        }
+    }
+
+    fn drop_conn(&mut self, conn: ConnId) {
+        if let Some(e) = self.conns.remove(&conn)
+            && let Some(t) = e.timer
+        {
+            self.timers.remove(&(t, conn));
+        }
+    }
+
+    /// Re-indexes the timer of `conn` after it changed.
+    fn reindex(&mut self, conn: ConnId) {
+        let Some(entry) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let t = match &entry.conn {
+            Conn::Sniffing { deadline, .. } => Some(*deadline),
+            Conn::Agent(link) => link.poll_timeout(),
+            Conn::Session(s) => Some(s.keepalive.deadline()),
+        };
+        if t != entry.timer {
+            if let Some(old) = entry.timer {
+                self.timers.remove(&(old, conn));
+            }
+            if let Some(new) = t {
+                self.timers.insert((new, conn));
+            }
+            entry.timer = t;
+        }
+    }
+
+    pub(crate) fn send_body(&mut self, conn: ConnId, body: Body) {
+        self.out.push_back(HubAction::Send {
+            conn,
+            bytes: frame::encode(&msg::wrap(body)),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests;

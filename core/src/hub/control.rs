@@ -1,0 +1,398 @@
+//! Operator sessions in the hub: control requests, authorised by the one authorisation
+//! function ([`crate::perm::authorize`]).
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use switchboard_proto as pb;
+use switchboard_proto::control_error::Code;
+use switchboard_proto::message::Message as Body;
+
+use super::{
+    ActiveCommand, AgentEntry, AgentRecord, Change, CommandRecord, CommandStatus, Conn, ConnId,
+    Hub, HubAction, HubEvent,
+};
+use crate::link::keepalive::KeepaliveStep;
+use crate::link::msg;
+use crate::machine::CloseReason;
+use crate::net::IpNet;
+use crate::perm::{self, Operation, Permissions};
+
+/// Longest agent id accepted.
+const MAX_AGENT_ID: usize = 128;
+
+impl Hub {
+    pub(crate) fn session_input(&mut self, now: Instant, conn: ConnId, data: &[u8]) {
+        if let Some(Conn::Session(s)) = self.conns.get_mut(&conn).map(|e| &mut e.conn) {
+            s.decoder.push(data);
+        }
+        loop {
+            let Some(entry) = self.conns.get_mut(&conn) else {
+                return;
+            };
+            let Conn::Session(s) = &mut entry.conn else {
+                return;
+            };
+            let next = s.decoder.next_message();
+            match next {
+                Ok(None) => break,
+                Ok(Some(m)) => {
+                    let body = match msg::body(m) {
+                        Ok(b) => b,
+                        Err(e) => return self.close_conn(now, conn, CloseReason::Protocol(e)),
+                    };
+                    self.session_message(now, conn, body);
+                }
+                Err(e) => return self.close_conn(now, conn, CloseReason::Protocol(e.to_string())),
+            }
+        }
+    }
+
+    pub(crate) fn session_timeout(&mut self, now: Instant, conn: ConnId) {
+        let Some(Conn::Session(s)) = self.conns.get_mut(&conn).map(|e| &mut e.conn) else {
+            return;
+        };
+        match s.keepalive.poll(now, &mut self.rng) {
+            KeepaliveStep::Idle => {}
+            KeepaliveStep::SendPing(d) => self.send_body(conn, Body::Ping(pb::Ping { data: d })),
+            KeepaliveStep::TimedOut => {
+                self.out
+                    .push_back(HubAction::Event(HubEvent::ConnectionFailed {
+                        conn,
+                        reason: CloseReason::Timeout("ping"),
+                    }));
+                self.out.push_back(HubAction::Close {
+                    conn,
+                    reason: CloseReason::Timeout("ping"),
+                });
+                self.forget(now, conn, "ping timed out".into());
+            }
+        }
+    }
+
+    fn session_message(&mut self, now: Instant, conn: ConnId, body: Body) {
+        let Some(Conn::Session(s)) = self.conns.get_mut(&conn).map(|e| &mut e.conn) else {
+            return;
+        };
+        let user = s.user.clone();
+        let perms = s.perms;
+        match body {
+            Body::Ping(p) => self.send_body(conn, Body::Pong(pb::Pong { data: p.data })),
+            Body::Pong(p) => {
+                s.keepalive.on_pong(p.data);
+            }
+            Body::Bye(b) => {
+                self.out.push_back(HubAction::Close {
+                    conn,
+                    reason: CloseReason::Bye(b.reason.clone()),
+                });
+                self.forget(now, conn, b.reason);
+            }
+            Body::ListAgentsRequest(r) => {
+                if let Err(d) = perm::authorize(&user, perms, &Operation::ListAgents) {
+                    return self.control_error(conn, r.request_id, Code::Access, d.to_string());
+                }
+                let agents = self
+                    .agents
+                    .values()
+                    .map(|a| pb::AgentInfo {
+                        agent_id: a.record.agent_id.clone(),
+                        connected: a.conn.is_some(),
+                        last_seen_unix_ms: a.record.last_seen_unix_ms,
+                        address: a
+                            .conn
+                            .and_then(|c| self.conns.get(&c))
+                            .map(|e| e.peer.addr.to_string())
+                            .unwrap_or_default(),
+                        allowed_networks: a.record.allowed_networks.clone(),
+                    })
+                    .collect();
+                self.send_body(
+                    conn,
+                    Body::ListAgentsResponse(pb::ListAgentsResponse {
+                        request_id: r.request_id,
+                        agents,
+                    }),
+                );
+            }
+            Body::RegisterAgentRequest(r) => {
+                if let Err(d) = perm::authorize(&user, perms, &Operation::RegisterAgent) {
+                    return self.control_error(conn, r.request_id, Code::Access, d.to_string());
+                }
+                if let Err(e) = validate_agent_id(&r.agent_id) {
+                    return self.control_error(conn, r.request_id, Code::Invalid, e);
+                }
+                if !r.secret_hash.starts_with("$argon2") {
+                    return self.control_error(
+                        conn,
+                        r.request_id,
+                        Code::Invalid,
+                        "secret_hash must be an argon2 PHC string".into(),
+                    );
+                }
+                if let Some(bad) = r
+                    .allowed_networks
+                    .iter()
+                    .find(|n| n.parse::<IpNet>().is_err())
+                {
+                    return self.control_error(
+                        conn,
+                        r.request_id,
+                        Code::Invalid,
+                        format!("invalid network {bad:?}"),
+                    );
+                }
+                let last_seen = self
+                    .agents
+                    .get(&r.agent_id)
+                    .map_or(0, |a| a.record.last_seen_unix_ms);
+                let record = AgentRecord {
+                    agent_id: r.agent_id.clone(),
+                    secret_hash: r.secret_hash,
+                    allowed_networks: r.allowed_networks,
+                    last_seen_unix_ms: last_seen,
+                };
+                self.out
+                    .push_back(HubAction::Persist(Change::AgentRegistered(record.clone())));
+                match self.agents.get_mut(&r.agent_id) {
+                    Some(a) => a.record = record,
+                    None => {
+                        self.agents.insert(
+                            r.agent_id.clone(),
+                            AgentEntry {
+                                record,
+                                data: BTreeMap::new(),
+                                conn: None,
+                            },
+                        );
+                    }
+                }
+                self.send_body(
+                    conn,
+                    Body::RegisterAgentResponse(pb::RegisterAgentResponse {
+                        request_id: r.request_id,
+                        agent_id: r.agent_id,
+                    }),
+                );
+            }
+            Body::RemoveAgentRequest(r) => {
+                if let Err(d) = perm::authorize(&user, perms, &Operation::RemoveAgent) {
+                    return self.control_error(conn, r.request_id, Code::Access, d.to_string());
+                }
+                let Some(agent) = self.agents.get(&r.agent_id) else {
+                    return self.control_error(
+                        conn,
+                        r.request_id,
+                        Code::NotFound,
+                        format!("no agent {:?}", r.agent_id),
+                    );
+                };
+                let live = agent.conn;
+                if let Some(c) = live {
+                    self.close_conn(now, c, CloseReason::Local("agent removed".into()));
+                }
+                self.agents.remove(&r.agent_id);
+                self.out.push_back(HubAction::Persist(Change::AgentRemoved {
+                    agent_id: r.agent_id.clone(),
+                }));
+                self.send_body(
+                    conn,
+                    Body::RemoveAgentResponse(pb::RemoveAgentResponse {
+                        request_id: r.request_id,
+                        agent_id: r.agent_id,
+                    }),
+                );
+            }
+            Body::SetAgentDataRequest(r) => {
+                if let Err(d) = perm::authorize(&user, perms, &Operation::SetAgentData) {
+                    return self.control_error(conn, r.request_id, Code::Access, d.to_string());
+                }
+                if serde_json::from_str::<serde_json::Value>(&r.value_json).is_err() {
+                    return self.control_error(
+                        conn,
+                        r.request_id,
+                        Code::Invalid,
+                        "value_json is not JSON".into(),
+                    );
+                }
+                let Some(agent) = self.agents.get_mut(&r.agent_id) else {
+                    return self.control_error(
+                        conn,
+                        r.request_id,
+                        Code::NotFound,
+                        format!("no agent {:?}", r.agent_id),
+                    );
+                };
+                agent.data.insert(r.name.clone(), r.value_json.clone());
+                self.out.push_back(HubAction::Persist(Change::AgentData {
+                    agent_id: r.agent_id,
+                    name: r.name,
+                    value_json: r.value_json,
+                }));
+                self.send_body(
+                    conn,
+                    Body::SetAgentDataResponse(pb::SetAgentDataResponse {
+                        request_id: r.request_id,
+                    }),
+                );
+            }
+            Body::RunCommandRequest(r) => self.run_command(now, conn, &user, perms, r),
+            Body::Cancel(c) => {
+                let Some(cmd) = self.commands.get(&c.command_id) else {
+                    return self.control_error(
+                        conn,
+                        0,
+                        Code::NotFound,
+                        format!("no running command {}", c.command_id),
+                    );
+                };
+                if let Err(d) = perm::authorize(
+                    &user,
+                    perms,
+                    &Operation::CancelCommand {
+                        issued_by: &cmd.issued_by,
+                    },
+                ) {
+                    return self.control_error(conn, 0, Code::Access, d.to_string());
+                }
+                let agent_conn = cmd.agent_conn;
+                if let Some(Conn::Agent(link)) =
+                    self.conns.get_mut(&agent_conn).map(|e| &mut e.conn)
+                {
+                    let _ = link.send_cancel(c.command_id);
+                }
+                self.pump_agent(now, agent_conn);
+            }
+            other => {
+                let ty = msg::type_of(&other);
+                self.close_conn(
+                    now,
+                    conn,
+                    CloseReason::Protocol(format!("unexpected {ty:?} in a session")),
+                );
+            }
+        }
+    }
+
+    fn run_command(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        user: &str,
+        perms: Permissions,
+        r: pb::RunCommandRequest,
+    ) {
+        if let Err(d) = perm::authorize(user, perms, &Operation::RunCommand) {
+            return self.control_error(conn, r.request_id, Code::Access, d.to_string());
+        }
+        let Some(agent) = self.agents.get(&r.agent_id) else {
+            return self.control_error(
+                conn,
+                r.request_id,
+                Code::NotFound,
+                format!("no agent {:?}", r.agent_id),
+            );
+        };
+        let Some(agent_conn) = agent.conn else {
+            return self.control_error(
+                conn,
+                r.request_id,
+                Code::Unavailable,
+                format!("agent {:?} is not connected", r.agent_id),
+            );
+        };
+        if r.operation.is_empty() {
+            return self.control_error(
+                conn,
+                r.request_id,
+                Code::Invalid,
+                "operation is empty".into(),
+            );
+        }
+        let data = if r.data.is_empty() {
+            "{}".to_string()
+        } else {
+            r.data
+        };
+        if !serde_json::from_str::<serde_json::Value>(&data).is_ok_and(|v| v.is_object()) {
+            return self.control_error(
+                conn,
+                r.request_id,
+                Code::Invalid,
+                "data must be a JSON object".into(),
+            );
+        }
+        if self.commands.len() >= self.cfg.max_active_commands {
+            return self.control_error(
+                conn,
+                r.request_id,
+                Code::Unavailable,
+                "too many running commands".into(),
+            );
+        }
+        let command_id = self.next_command_id;
+        self.next_command_id += 1;
+        self.out
+            .push_back(HubAction::Persist(Change::CommandCreated(CommandRecord {
+                command_id,
+                agent_id: r.agent_id.clone(),
+                operation: r.operation.clone(),
+                data: data.clone(),
+                issued_by: user.to_string(),
+                status: CommandStatus::Pending,
+                changed: false,
+                output: String::new(),
+                created_unix_ms: self.unix_ms(now),
+                finished_unix_ms: 0,
+            })));
+        self.commands.insert(
+            command_id,
+            ActiveCommand {
+                agent_conn,
+                issuer: Some(conn),
+                issued_by: user.to_string(),
+            },
+        );
+        self.send_body(
+            conn,
+            Body::RunCommandResponse(pb::RunCommandResponse {
+                request_id: r.request_id,
+                command_id,
+            }),
+        );
+        if let Some(Conn::Agent(link)) = self.conns.get_mut(&agent_conn).map(|e| &mut e.conn) {
+            let _ = link.send_command(command_id, &r.operation, &data);
+        }
+        self.out
+            .push_back(HubAction::Event(HubEvent::CommandStarted {
+                command_id,
+                agent_id: r.agent_id,
+                operation: r.operation,
+            }));
+        self.pump_agent(now, agent_conn);
+    }
+
+    fn control_error(&mut self, conn: ConnId, request_id: u64, code: Code, message: String) {
+        self.send_body(
+            conn,
+            Body::ControlError(pb::ControlError {
+                request_id,
+                code: code as i32,
+                message,
+            }),
+        );
+    }
+}
+
+fn validate_agent_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > MAX_AGENT_ID {
+        return Err(format!("agent id must be 1..={MAX_AGENT_ID} bytes"));
+    }
+    if !id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err("agent id may only contain ASCII letters, digits, '-', '_' and '.'".into());
+    }
+    Ok(())
+}

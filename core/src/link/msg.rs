@@ -1,0 +1,155 @@
+//! Constructors for native messages: each sets `type` to match the oneof member, as the
+//! RedPepper peers dispatch on `type`.
+
+use switchboard_proto as pb;
+use switchboard_proto::message::Message as Body;
+use switchboard_proto::{Message, MessageType};
+
+/// The `MessageType` that goes with a oneof member.
+pub fn type_of(body: &Body) -> MessageType {
+    match body {
+        Body::ClientHello(_) => MessageType::Clienthello,
+        Body::ServerHello(_) => MessageType::Serverhello,
+        Body::Bye(_) => MessageType::Bye,
+        Body::Ping(_) => MessageType::Ping,
+        Body::Pong(_) => MessageType::Pong,
+        Body::Command(_) => MessageType::Command,
+        Body::Cancel(_) => MessageType::Commandcancel,
+        Body::Progress(_) => MessageType::Commandprogress,
+        Body::Result(_) => MessageType::Commandresult,
+        Body::Done(_) => MessageType::Commanddone,
+        Body::Request(_) => MessageType::Request,
+        Body::Response(_) => MessageType::Response,
+        Body::SessionHello(_) => MessageType::Sessionhello,
+        Body::SessionWelcome(_) => MessageType::Sessionwelcome,
+        Body::ControlError(_) => MessageType::Controlerror,
+        Body::ListAgentsRequest(_) => MessageType::Listagentsrequest,
+        Body::ListAgentsResponse(_) => MessageType::Listagentsresponse,
+        Body::RegisterAgentRequest(_) => MessageType::Registeragentrequest,
+        Body::RegisterAgentResponse(_) => MessageType::Registeragentresponse,
+        Body::RunCommandRequest(_) => MessageType::Runcommandrequest,
+        Body::RunCommandResponse(_) => MessageType::Runcommandresponse,
+        Body::SetAgentDataRequest(_) => MessageType::Setagentdatarequest,
+        Body::SetAgentDataResponse(_) => MessageType::Setagentdataresponse,
+        Body::RemoveAgentRequest(_) => MessageType::Removeagentrequest,
+        Body::RemoveAgentResponse(_) => MessageType::Removeagentresponse,
+    }
+}
+
+/// Wraps a body in a `Message` with the matching `type`.
+pub fn wrap(body: Body) -> Message {
+    Message {
+        r#type: type_of(&body) as i32,
+        message: Some(body),
+    }
+}
+
+/// The body of a received message, if its `type` agrees with the member that is set.
+///
+/// RedPepper dispatches on `type` alone; a message whose `type` and oneof disagree (or that has
+/// no member) is malformed.
+pub fn body(m: Message) -> Result<Body, String> {
+    let ty = m.r#type;
+    match m.message {
+        Some(b) if type_of(&b) as i32 == ty => Ok(b),
+        Some(b) => Err(format!(
+            "type {ty} does not match its payload {:?}",
+            type_of(&b)
+        )),
+        None => Err(format!("message of type {ty} has no payload")),
+    }
+}
+
+/// ClientHello.
+pub fn client_hello(id: &str, auth: &str) -> Message {
+    wrap(Body::ClientHello(pb::ClientHello {
+        client_id: id.into(),
+        auth: auth.into(),
+    }))
+}
+/// ServerHello{version: 1}: the only version a 0.0.x agent accepts.
+pub fn server_hello() -> Message {
+    wrap(Body::ServerHello(pb::ServerHello { version: 1 }))
+}
+/// Bye.
+pub fn bye(reason: &str) -> Message {
+    wrap(Body::Bye(pb::Bye {
+        reason: reason.into(),
+    }))
+}
+/// Ping.
+pub fn ping(data: i32) -> Message {
+    wrap(Body::Ping(pb::Ping { data }))
+}
+/// Pong.
+pub fn pong(data: i32) -> Message {
+    wrap(Body::Pong(pb::Pong { data }))
+}
+/// Command.
+pub fn command(id: i64, ty: &str, data: &str) -> Message {
+    wrap(Body::Command(pb::Command {
+        command_id: id,
+        r#type: ty.into(),
+        data: data.into(),
+    }))
+}
+/// CommandCancel.
+pub fn cancel(id: i64) -> Message {
+    wrap(Body::Cancel(pb::CommandCancel { command_id: id }))
+}
+/// CommandProgress.
+pub fn progress(id: i64, current: u32, total: u32, message: &str) -> Message {
+    wrap(Body::Progress(pb::CommandProgress {
+        command_id: id,
+        current,
+        total,
+        message: message.into(),
+    }))
+}
+/// CommandResult.
+pub fn result(id: i64, status: pb::command_result::Status, changed: bool, output: &str) -> Message {
+    wrap(Body::Result(pb::CommandResult {
+        command_id: id,
+        status: status as i32,
+        changed,
+        output: output.into(),
+    }))
+}
+/// CommandDone.
+pub fn done(id: i64, status: pb::command_result::Status, changed: bool, output: &str) -> Message {
+    wrap(Body::Done(pb::CommandDone {
+        command_id: id,
+        status: status as i32,
+        changed,
+        output: output.into(),
+    }))
+}
+/// Request (agent -> manager).
+pub fn request(id: i64, name: &str, data: &str) -> Message {
+    wrap(Body::Request(pb::Request {
+        request_id: id,
+        name: name.into(),
+        data: data.into(),
+    }))
+}
+/// Response (manager -> agent).
+pub fn response(id: i64, success: bool, data: &str) -> Message {
+    wrap(Body::Response(pb::Response {
+        request_id: id,
+        success,
+        data: data.into(),
+    }))
+}
+
+/// Truncates `s` to at most `max` bytes on a char boundary, marking the cut.
+pub fn truncate_output(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if s.len() <= max {
+        return s.into();
+    }
+    const MARK: &str = "\n[output truncated]";
+    let mut cut = max.saturating_sub(MARK.len());
+    while cut > 0 && !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}{MARK}", &s[..cut]).into()
+}

@@ -1,0 +1,218 @@
+//! One permission model for every front: the KV flag set of seed 002 (bits 1..32, the seed's
+//! order) extended with Switchboard's own bits from 64 upward (PROTOCOLS.md §2).
+
+use std::fmt;
+
+/// A set of permission bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+pub struct Permissions(pub u64);
+
+impl Permissions {
+    /// No permission.
+    pub const NONE: Permissions = Permissions(0);
+    /// Create channels.
+    pub const ADD_CHANNEL: Permissions = Permissions(1);
+    /// Remove any channel (owners may remove their own without it).
+    pub const RM_CHANNEL: Permissions = Permissions(2);
+    /// Add any user to any channel.
+    pub const ADD_USER: Permissions = Permissions(4);
+    /// Remove any user from any channel.
+    pub const KICK_USER: Permissions = Permissions(8);
+    /// Register new users.
+    pub const REGISTER_USER: Permissions = Permissions(16);
+    /// Unregister any user.
+    pub const DELETE_USER: Permissions = Permissions(32);
+    /// Run commands on agents.
+    pub const RUN_COMMAND: Permissions = Permissions(64);
+    /// Register, remove and list agents, issue certificates.
+    pub const MANAGE_AGENTS: Permissions = Permissions(128);
+    /// Open streams from agents.
+    pub const OPEN_STREAM: Permissions = Permissions(256);
+    /// Every bit: the admin.
+    pub const ADMIN: Permissions = Permissions(u64::MAX);
+
+    /// Names and bits, in order.
+    pub const NAMED: [(&'static str, Permissions); 9] = [
+        ("add_channel", Self::ADD_CHANNEL),
+        ("rm_channel", Self::RM_CHANNEL),
+        ("add_user", Self::ADD_USER),
+        ("kick_user", Self::KICK_USER),
+        ("register_user", Self::REGISTER_USER),
+        ("delete_user", Self::DELETE_USER),
+        ("run_command", Self::RUN_COMMAND),
+        ("manage_agents", Self::MANAGE_AGENTS),
+        ("open_stream", Self::OPEN_STREAM),
+    ];
+
+    /// Whether every bit of `other` is set.
+    pub fn contains(self, other: Permissions) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// Whether any bit of `other` is set.
+    pub fn intersects(self, other: Permissions) -> bool {
+        self.0 & other.0 != 0
+    }
+
+    /// Union.
+    pub fn union(self, other: Permissions) -> Permissions {
+        Permissions(self.0 | other.0)
+    }
+
+    /// Parses a comma-separated list of names (or "admin").
+    pub fn parse_list(s: &str) -> Result<Permissions, String> {
+        let mut p = Permissions::NONE;
+        for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            if name == "admin" {
+                return Ok(Permissions::ADMIN);
+            }
+            match Self::NAMED.iter().find(|(n, _)| *n == name) {
+                Some((_, bit)) => p = p.union(*bit),
+                None => return Err(format!("unknown permission {name:?}")),
+            }
+        }
+        Ok(p)
+    }
+}
+
+impl fmt::Display for Permissions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if *self == Permissions::ADMIN {
+            return f.write_str("admin");
+        }
+        let names: Vec<&str> = Self::NAMED
+            .iter()
+            .filter(|(_, b)| self.contains(*b))
+            .map(|(n, _)| *n)
+            .collect();
+        if names.is_empty() {
+            f.write_str("none")
+        } else {
+            f.write_str(&names.join(","))
+        }
+    }
+}
+
+/// An operation that needs authorisation, with what it is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Operation<'a> {
+    /// List agents.
+    ListAgents,
+    /// Register or re-register an agent.
+    RegisterAgent,
+    /// Remove an agent.
+    RemoveAgent,
+    /// Set a data value of an agent.
+    SetAgentData,
+    /// Run a command on an agent.
+    RunCommand,
+    /// Cancel a command issued by `issued_by`.
+    CancelCommand {
+        /// Who issued the command.
+        issued_by: &'a str,
+    },
+}
+
+/// Why an operation was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("permission denied: {operation} needs {needs}")]
+pub struct Denied {
+    /// The operation's name.
+    pub operation: &'static str,
+    /// What it needs, in words.
+    pub needs: &'static str,
+}
+
+/// The one authorisation function of the hub: may `user` with `perms` perform `op`?
+pub fn authorize(user: &str, perms: Permissions, op: &Operation<'_>) -> Result<(), Denied> {
+    let (operation, ok, needs) = match op {
+        Operation::ListAgents => (
+            "ListAgents",
+            perms.intersects(Permissions::MANAGE_AGENTS.union(Permissions::RUN_COMMAND)),
+            "manage_agents or run_command",
+        ),
+        Operation::RegisterAgent => (
+            "RegisterAgent",
+            perms.contains(Permissions::MANAGE_AGENTS),
+            "manage_agents",
+        ),
+        Operation::RemoveAgent => (
+            "RemoveAgent",
+            perms.contains(Permissions::MANAGE_AGENTS),
+            "manage_agents",
+        ),
+        Operation::SetAgentData => (
+            "SetAgentData",
+            perms.contains(Permissions::MANAGE_AGENTS),
+            "manage_agents",
+        ),
+        Operation::RunCommand => (
+            "RunCommand",
+            perms.contains(Permissions::RUN_COMMAND),
+            "run_command",
+        ),
+        Operation::CancelCommand { issued_by } => (
+            "CancelCommand",
+            (perms.contains(Permissions::RUN_COMMAND) && *issued_by == user)
+                || perms.contains(Permissions::MANAGE_AGENTS),
+            "run_command (own commands) or manage_agents",
+        ),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Denied { operation, needs })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_operation_refused_without_its_permission() {
+        let ops = [
+            Operation::ListAgents,
+            Operation::RegisterAgent,
+            Operation::RemoveAgent,
+            Operation::SetAgentData,
+            Operation::RunCommand,
+            Operation::CancelCommand { issued_by: "bob" },
+        ];
+        for op in &ops {
+            assert!(authorize("alice", Permissions::NONE, op).is_err(), "{op:?}");
+            assert!(authorize("alice", Permissions::ADMIN, op).is_ok(), "{op:?}");
+            assert!(
+                authorize("alice", Permissions::ADD_CHANNEL, op).is_err(),
+                "{op:?}"
+            );
+        }
+        assert!(
+            authorize(
+                "bob",
+                Permissions::RUN_COMMAND,
+                &Operation::CancelCommand { issued_by: "bob" }
+            )
+            .is_ok()
+        );
+        assert!(
+            authorize(
+                "alice",
+                Permissions::RUN_COMMAND,
+                &Operation::CancelCommand { issued_by: "bob" }
+            )
+            .is_err()
+        );
+        assert!(authorize("alice", Permissions::RUN_COMMAND, &Operation::RegisterAgent).is_err());
+        assert!(authorize("alice", Permissions::RUN_COMMAND, &Operation::ListAgents).is_ok());
+    }
+
+    #[test]
+    fn parse_and_display() {
+        let p = Permissions::parse_list("add_channel, run_command").expect("valid");
+        assert_eq!(p, Permissions(1 | 64));
+        assert_eq!(p.to_string(), "add_channel,run_command");
+        assert_eq!(Permissions::parse_list("admin"), Ok(Permissions::ADMIN));
+        assert!(Permissions::parse_list("root").is_err());
+    }
+}
