@@ -1,1 +1,3 @@
-//! placeholder
+//! smol runtime for Switchboard: TCP/TLS fronts, timers, SQLite storage, the agent connector.
+
+pub mod pki;
