@@ -1,3 +1,4 @@
 //! smol runtime for Switchboard: TCP/TLS fronts, timers, SQLite storage, the agent connector.
 
 pub mod pki;
+pub mod tls;
