@@ -395,12 +395,17 @@ impl DataDirPki {
                 ca
             }
         };
-        let hub = ensure_leaf(dir, HUB_CERT_FILE, HUB_KEY_FILE, &mut created, || {
+        let hub = ensure_leaf(&ca, dir, HUB_CERT_FILE, HUB_KEY_FILE, &mut created, || {
             ca.issue_server(server_names, HUB_CERT_DAYS)
         })?;
-        let admin = ensure_leaf(dir, ADMIN_CERT_FILE, ADMIN_KEY_FILE, &mut created, || {
-            ca.issue_client(ADMIN_USER, MAX_CLIENT_CERT_DAYS)
-        })?;
+        let admin = ensure_leaf(
+            &ca,
+            dir,
+            ADMIN_CERT_FILE,
+            ADMIN_KEY_FILE,
+            &mut created,
+            || ca.issue_client(ADMIN_USER, MAX_CLIENT_CERT_DAYS),
+        )?;
         Ok((
             DataDirPki {
                 dir: dir.to_owned(),
@@ -414,6 +419,7 @@ impl DataDirPki {
 }
 
 fn ensure_leaf(
+    ca: &Ca,
     dir: &Path,
     cert_name: &str,
     key_name: &str,
@@ -422,6 +428,11 @@ fn ensure_leaf(
 ) -> Result<IssuedCert> {
     if pair_state(dir, cert_name, key_name)? {
         let files = IssuedCert::read_from(dir, cert_name, key_name)?;
+        if !issued_by(ca, &files.cert_pem)? {
+            return Err(PkiError::Inconsistent(format!(
+                "{cert_name} was not issued by {CA_CERT_FILE}"
+            )));
+        }
         let renew_at = files.identity()?.not_after_unix - i64::from(RENEW_BEFORE_DAYS) * DAY_SECS;
         if unix_now()? < renew_at {
             return Ok(files);
@@ -432,6 +443,39 @@ fn ensure_leaf(
     files.write_to(dir, cert_name, key_name)?;
     created.extend(paths(dir, cert_name, key_name));
     Ok(files)
+}
+
+/// Whether `leaf_pem` names `ca` as its issuer: same distinguished name and, when both
+/// certificates carry one, same key identifier. (A cheap consistency check of a data
+/// directory, not a signature verification: the TLS layer does that.)
+fn issued_by(ca: &Ca, leaf_pem: &str) -> Result<bool> {
+    fn key_id<'a>(
+        cert: &'a x509_parser::certificate::X509Certificate<'_>,
+        ski: bool,
+    ) -> Option<&'a [u8]> {
+        use x509_parser::extensions::ParsedExtension;
+        cert.iter_extensions()
+            .find_map(|ext| match ext.parsed_extension() {
+                ParsedExtension::SubjectKeyIdentifier(id) if ski => Some(id.0),
+                ParsedExtension::AuthorityKeyIdentifier(aki) if !ski => {
+                    aki.key_identifier.as_ref().map(|id| id.0)
+                }
+                _ => None,
+            })
+    }
+    let parse = |der| {
+        x509_parser::parse_x509_certificate(der)
+            .map(|(_, cert)| cert)
+            .map_err(|e| PkiError::Certificate(e.to_string()))
+    };
+    let (ca_der, leaf_der) = (pem_to_der(ca.cert_pem())?, pem_to_der(leaf_pem)?);
+    let (ca_cert, leaf) = (parse(&ca_der)?, parse(&leaf_der)?);
+    let same_name = leaf.issuer().as_raw() == ca_cert.subject().as_raw();
+    let same_key = match (key_id(&leaf, false), key_id(&ca_cert, true)) {
+        (Some(aki), Some(ski)) => aki == ski,
+        _ => true,
+    };
+    Ok(same_name && same_key)
 }
 
 /// `Ok(true)` if both files exist, `Ok(false)` if neither does, an error otherwise.

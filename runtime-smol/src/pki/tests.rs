@@ -274,8 +274,20 @@ fn data_dir_is_created_once() {
         DataDirPki::ensure(&dir, &servers),
         Err(PkiError::Inconsistent(_))
     ));
+    // Leaves of another CA (even one with the same name) are refused.
+    fs::remove_file(dir.join(ADMIN_CERT_FILE)).expect("rm");
+    let other = Ca::generate("Switchboard CA").expect("CA");
+    let stranger = other.issue_client(ADMIN_USER, 30).expect("client cert");
+    stranger
+        .write_to(&dir, ADMIN_CERT_FILE, ADMIN_KEY_FILE)
+        .expect("write");
+    assert!(matches!(
+        DataDirPki::ensure(&dir, &servers),
+        Err(PkiError::Inconsistent(_))
+    ));
     // Leaves without their CA are an error too.
     fs::remove_file(dir.join(ADMIN_CERT_FILE)).expect("rm");
+    fs::remove_file(dir.join(ADMIN_KEY_FILE)).expect("rm");
     fs::remove_file(dir.join(CA_CERT_FILE)).expect("rm");
     fs::remove_file(dir.join(CA_KEY_FILE)).expect("rm");
     assert!(matches!(
