@@ -1,4 +1,5 @@
 //! smol runtime for Switchboard: TCP/TLS fronts, timers, SQLite storage, the agent connector.
 
 pub mod pki;
+pub mod store;
 pub mod tls;

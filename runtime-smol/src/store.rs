@@ -1,0 +1,374 @@
+//! SQLite storage of the hub's durable state ([`switchboard_core::hub::persist`]).
+//!
+//! The runtime applies each [`Change`] the hub emits with [`SqliteStore::apply`] (one
+//! transaction per change) before it performs the hub's later actions, and loads a
+//! [`StoredState`] into a new hub at start. Calls block: run them off the hub loop
+//! (`smol::unblock`).
+//!
+//! Schema versions are tracked with `PRAGMA user_version` and applied in order at open; a
+//! database written by a newer version is refused. File databases use WAL journaling with
+//! `synchronous = NORMAL` (a committed change survives a process crash; a power loss may lose
+//! the last transactions but never corrupts the file), and every connection waits up to
+//! [`BUSY_TIMEOUT`] for a lock held by another process.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
+use switchboard_core::hub::persist::{
+    AgentRecord, Change, CommandRecord, CommandStatus, StoredState,
+};
+
+/// How long a statement waits for a lock held by another connection before failing.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The schema version this code writes; [`SqliteStore::open`] migrates older databases to it.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// Migration `i` takes the schema from version `i` to version `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 1: agents, their data values, the command log.
+    "CREATE TABLE agents (
+         agent_id          TEXT PRIMARY KEY NOT NULL,
+         secret_hash       TEXT NOT NULL,
+         allowed_networks  TEXT NOT NULL,              -- JSON array of CIDR strings
+         last_seen_unix_ms INTEGER NOT NULL DEFAULT 0
+     ) STRICT;
+     CREATE TABLE agent_data (
+         agent_id   TEXT NOT NULL,
+         name       TEXT NOT NULL,
+         value_json TEXT NOT NULL,
+         PRIMARY KEY (agent_id, name)
+     ) STRICT, WITHOUT ROWID;
+     -- AUTOINCREMENT keeps the highest id ever used in sqlite_sequence, even if old
+     -- commands are pruned some day.
+     CREATE TABLE commands (
+         command_id       INTEGER PRIMARY KEY AUTOINCREMENT,
+         agent_id         TEXT NOT NULL,                -- no foreign key: the log outlives agents
+         operation        TEXT NOT NULL,
+         data             TEXT NOT NULL,
+         issued_by        TEXT NOT NULL,
+         status           TEXT NOT NULL,
+         changed          INTEGER NOT NULL,
+         output           TEXT NOT NULL,
+         created_unix_ms  INTEGER NOT NULL,
+         finished_unix_ms INTEGER NOT NULL
+     ) STRICT;
+     CREATE INDEX commands_by_agent ON commands (agent_id, command_id);
+     CREATE INDEX commands_pending ON commands (command_id) WHERE status = 'pending';",
+];
+
+const COMMAND_COLUMNS: &str = "command_id, agent_id, operation, data, issued_by, status, \
+                               changed, output, created_unix_ms, finished_unix_ms";
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite failed (I/O, a full disk, a lock held too long, a constraint...).
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The database was written by a newer Switchboard.
+    #[error("database schema version {found} is newer than this program's {supported}")]
+    TooNew {
+        /// The version in the file.
+        found: u32,
+        /// The latest version this code knows.
+        supported: u32,
+    },
+    /// A stored value cannot be decoded.
+    #[error("corrupt database: {0}")]
+    Corrupt(String),
+    /// A change refers to an agent that is not registered.
+    #[error("unknown agent {0:?}")]
+    UnknownAgent(String),
+    /// A change refers to a command that does not exist.
+    #[error("unknown command {0}")]
+    UnknownCommand(i64),
+}
+
+/// The hub's SQLite store. One connection; not shared between threads.
+#[derive(Debug)]
+pub struct SqliteStore {
+    conn: Connection,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file at `path`, sets WAL journaling,
+    /// `synchronous = NORMAL` and the busy timeout, and migrates the schema.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        let mode: String =
+            conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            tracing::warn!(path = %path.display(), mode, "SQLite refused WAL journaling");
+        }
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        Self::init(conn)
+    }
+
+    /// Opens a private in-memory database (for tests and the simulator).
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(conn: Connection) -> Result<Self, StoreError> {
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        let mut store = SqliteStore { conn };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// The schema version of the database.
+    pub fn schema_version(&self) -> Result<u32, StoreError> {
+        Ok(self
+            .conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))?)
+    }
+
+    /// Brings the schema to [`SCHEMA_VERSION`]. Idempotent; safe against another process
+    /// migrating at the same time (the version is read again under the write lock).
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let found: u32 = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::TooNew {
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        for (version, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+            tracing::info!(to = version + 1, "migrating the database schema");
+            tx.execute_batch(sql)?;
+        }
+        if found < SCHEMA_VERSION {
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Loads what a new hub needs: every agent, every data value, the highest command id
+    /// ever used, and the commands still pending. Everything is read in one transaction and
+    /// sorted (agents and data by id and name, commands by id).
+    pub fn load(&self) -> Result<StoredState, StoreError> {
+        let tx = self.conn.unchecked_transaction()?;
+        let agents = tx
+            .prepare(
+                "SELECT agent_id, secret_hash, allowed_networks, last_seen_unix_ms
+                 FROM agents ORDER BY agent_id",
+            )?
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, i64>(3)?,
+                ))
+            })?
+            .map(|row| {
+                let (agent_id, secret_hash, networks, last_seen_unix_ms) = row?;
+                let allowed_networks = serde_json::from_str(&networks).map_err(|e| {
+                    StoreError::Corrupt(format!("allowed networks of {agent_id:?}: {e}"))
+                })?;
+                Ok(AgentRecord {
+                    agent_id,
+                    secret_hash,
+                    allowed_networks,
+                    last_seen_unix_ms,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let agent_data = tx
+            .prepare("SELECT agent_id, name, value_json FROM agent_data ORDER BY agent_id, name")?
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        let max_command_id = max_command_id(&tx)?;
+        let pending_commands = tx
+            .prepare(&format!(
+                "SELECT {COMMAND_COLUMNS} FROM commands WHERE status = 'pending'
+                 ORDER BY command_id"
+            ))?
+            .query_map([], command_row)?
+            .map(|row| row?)
+            .collect::<Result<Vec<_>, _>>()?;
+        tx.finish()?;
+        Ok(StoredState {
+            agents,
+            agent_data,
+            max_command_id,
+            pending_commands,
+        })
+    }
+
+    /// Applies one change atomically: either all of it is stored or, on error, none.
+    /// A change naming an agent or command that does not exist (except removing an agent,
+    /// which is idempotent) is refused with [`StoreError::UnknownAgent`] or
+    /// [`StoreError::UnknownCommand`]: the hub and the store disagree.
+    pub fn apply(&mut self, change: &Change) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        apply_in(&tx, change)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The newest `limit` commands of the log, newest first (for the CLI).
+    pub fn list_commands(&self, limit: usize) -> Result<Vec<CommandRecord>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.conn
+            .prepare(&format!(
+                "SELECT {COMMAND_COLUMNS} FROM commands ORDER BY command_id DESC LIMIT ?1"
+            ))?
+            .query_map([limit], command_row)?
+            .map(|row| row?)
+            .collect()
+    }
+}
+
+fn apply_in(tx: &Transaction<'_>, change: &Change) -> Result<(), StoreError> {
+    match change {
+        Change::AgentRegistered(agent) => {
+            let networks = serde_json::to_string(&agent.allowed_networks)
+                .map_err(|e| StoreError::Corrupt(format!("allowed networks: {e}")))?;
+            // An upsert, not REPLACE: REPLACE would delete the row first.
+            tx.execute(
+                "INSERT INTO agents (agent_id, secret_hash, allowed_networks, last_seen_unix_ms)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (agent_id) DO UPDATE SET
+                     secret_hash = excluded.secret_hash,
+                     allowed_networks = excluded.allowed_networks,
+                     last_seen_unix_ms = excluded.last_seen_unix_ms",
+                params![
+                    agent.agent_id,
+                    agent.secret_hash,
+                    networks,
+                    agent.last_seen_unix_ms
+                ],
+            )?;
+        }
+        Change::AgentRemoved { agent_id } => {
+            tx.execute("DELETE FROM agent_data WHERE agent_id = ?1", [agent_id])?;
+            tx.execute("DELETE FROM agents WHERE agent_id = ?1", [agent_id])?;
+        }
+        Change::AgentSeen { agent_id, unix_ms } => {
+            let n = tx.execute(
+                "UPDATE agents SET last_seen_unix_ms = ?2 WHERE agent_id = ?1",
+                params![agent_id, unix_ms],
+            )?;
+            if n == 0 {
+                return Err(StoreError::UnknownAgent(agent_id.clone()));
+            }
+        }
+        Change::AgentData {
+            agent_id,
+            name,
+            value_json,
+        } => {
+            let known = tx
+                .query_row(
+                    "SELECT 1 FROM agents WHERE agent_id = ?1",
+                    [agent_id],
+                    |_| Ok(()),
+                )
+                .optional()?;
+            if known.is_none() {
+                return Err(StoreError::UnknownAgent(agent_id.clone()));
+            }
+            tx.execute(
+                "INSERT INTO agent_data (agent_id, name, value_json) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (agent_id, name) DO UPDATE SET value_json = excluded.value_json",
+                params![agent_id, name, value_json],
+            )?;
+        }
+        Change::CommandCreated(c) => {
+            // A plain INSERT: a reused command id is a bug and fails loudly.
+            tx.execute(
+                &format!(
+                    "INSERT INTO commands ({COMMAND_COLUMNS})
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+                ),
+                params![
+                    c.command_id,
+                    c.agent_id,
+                    c.operation,
+                    c.data,
+                    c.issued_by,
+                    c.status.as_str(),
+                    c.changed,
+                    c.output,
+                    c.created_unix_ms,
+                    c.finished_unix_ms
+                ],
+            )?;
+        }
+        Change::CommandFinished {
+            command_id,
+            status,
+            changed,
+            output,
+            finished_unix_ms,
+        } => {
+            let n = tx.execute(
+                "UPDATE commands SET status = ?2, changed = ?3, output = ?4, finished_unix_ms = ?5
+                 WHERE command_id = ?1",
+                params![
+                    command_id,
+                    status.as_str(),
+                    changed,
+                    output,
+                    finished_unix_ms
+                ],
+            )?;
+            if n == 0 {
+                return Err(StoreError::UnknownCommand(*command_id));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The highest command id ever used: the AUTOINCREMENT counter, or the largest id present.
+fn max_command_id(tx: &Transaction<'_>) -> Result<i64, StoreError> {
+    let in_table: i64 = tx.query_row(
+        "SELECT COALESCE(MAX(command_id), 0) FROM commands",
+        [],
+        |row| row.get(0),
+    )?;
+    let sequence: Option<i64> = tx
+        .query_row(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'commands'",
+            [],
+            |row| row.get(0),
+        )
+        .optional()?;
+    Ok(in_table.max(sequence.unwrap_or(0)))
+}
+
+/// Decodes a row of [`COMMAND_COLUMNS`]. The outer error is SQLite's, the inner one a bad
+/// status name.
+fn command_row(row: &Row<'_>) -> rusqlite::Result<Result<CommandRecord, StoreError>> {
+    let status: String = row.get(5)?;
+    let command_id: i64 = row.get(0)?;
+    let Some(status) = CommandStatus::parse(&status) else {
+        return Ok(Err(StoreError::Corrupt(format!(
+            "command {command_id}: unknown status {status:?}"
+        ))));
+    };
+    Ok(Ok(CommandRecord {
+        command_id,
+        agent_id: row.get(1)?,
+        operation: row.get(2)?,
+        data: row.get(3)?,
+        issued_by: row.get(4)?,
+        status,
+        changed: row.get(6)?,
+        output: row.get(7)?,
+        created_unix_ms: row.get(8)?,
+        finished_unix_ms: row.get(9)?,
+    }))
+}
+
+#[cfg(test)]
+mod tests;

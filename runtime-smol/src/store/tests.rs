@@ -1,0 +1,291 @@
+use super::*;
+
+fn agent(id: &str, networks: &[&str]) -> AgentRecord {
+    AgentRecord {
+        agent_id: id.to_owned(),
+        secret_hash: format!("$argon2id$v=19$m=19456,t=2,p=1${id}"),
+        allowed_networks: networks.iter().map(|s| (*s).to_owned()).collect(),
+        last_seen_unix_ms: 0,
+    }
+}
+
+fn command(id: i64, agent_id: &str) -> CommandRecord {
+    CommandRecord {
+        command_id: id,
+        agent_id: agent_id.to_owned(),
+        operation: "echo.Echo".to_owned(),
+        data: format!(r#"{{"n":{id}}}"#),
+        issued_by: "admin".to_owned(),
+        status: CommandStatus::Pending,
+        changed: false,
+        output: String::new(),
+        created_unix_ms: 1_700_000_000_000 + id,
+        finished_unix_ms: 0,
+    }
+}
+
+fn data(agent_id: &str, name: &str, value: &str) -> Change {
+    Change::AgentData {
+        agent_id: agent_id.to_owned(),
+        name: name.to_owned(),
+        value_json: value.to_owned(),
+    }
+}
+
+fn finished(id: i64, status: CommandStatus) -> Change {
+    Change::CommandFinished {
+        command_id: id,
+        status,
+        changed: true,
+        output: format!("output of {id}"),
+        finished_unix_ms: 1_700_000_100_000 + id,
+    }
+}
+
+/// One of every change kind; returns what `load` must give back afterwards.
+fn apply_everything(store: &mut SqliteStore) -> StoredState {
+    let changes = [
+        Change::AgentRegistered(agent("web-1", &["10.0.0.0/8"])),
+        Change::AgentRegistered(agent("db-1", &[])),
+        Change::AgentRegistered(agent("gone", &["192.168.0.0/16", "::1/128"])),
+        data("web-1", "os", r#""linux""#),
+        data("web-1", "cpus", "4"),
+        data("web-1", "cpus", "8"), // replaces
+        data("gone", "os", r#""bsd""#),
+        Change::AgentSeen {
+            agent_id: "web-1".to_owned(),
+            unix_ms: 1_700_000_000_123,
+        },
+        Change::CommandCreated(command(1, "web-1")),
+        Change::CommandCreated(command(2, "gone")),
+        Change::CommandCreated(command(3, "db-1")),
+        Change::CommandCreated(command(4, "web-1")),
+        finished(1, CommandStatus::Success),
+        finished(3, CommandStatus::Cancelled),
+        Change::AgentRemoved {
+            agent_id: "gone".to_owned(),
+        },
+        // Re-registering keeps the data values.
+        Change::AgentRegistered(agent("db-1", &["127.0.0.0/8"])),
+        data("db-1", "role", r#"{"primary":true}"#),
+        Change::AgentRegistered(agent("db-1", &["127.0.0.0/8"])),
+    ];
+    for change in &changes {
+        store.apply(change).expect("apply");
+    }
+    let mut web = agent("web-1", &["10.0.0.0/8"]);
+    web.last_seen_unix_ms = 1_700_000_000_123;
+    let triple = |a: &str, n: &str, v: &str| (a.to_owned(), n.to_owned(), v.to_owned());
+    StoredState {
+        agents: vec![agent("db-1", &["127.0.0.0/8"]), web],
+        agent_data: vec![
+            triple("db-1", "role", r#"{"primary":true}"#),
+            triple("web-1", "cpus", "8"),
+            triple("web-1", "os", r#""linux""#),
+        ],
+        max_command_id: 4,
+        pending_commands: vec![command(2, "gone"), command(4, "web-1")],
+    }
+}
+
+#[test]
+fn every_change_survives_a_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("hub.db");
+    let expected = {
+        let mut store = SqliteStore::open(&path).expect("open");
+        let expected = apply_everything(&mut store);
+        assert_eq!(store.load().expect("load"), expected);
+        expected
+    };
+    let store = SqliteStore::open(&path).expect("reopen");
+    assert_eq!(store.load().expect("load"), expected);
+
+    let all = store.list_commands(10).expect("list");
+    let ids: Vec<i64> = all.iter().map(|c| c.command_id).collect();
+    assert_eq!(ids, [4, 3, 2, 1]);
+    let mut done = command(1, "web-1");
+    done.status = CommandStatus::Success;
+    done.changed = true;
+    done.output = "output of 1".to_owned();
+    done.finished_unix_ms = 1_700_000_100_001;
+    assert_eq!(all[3], done);
+    assert_eq!(all[1].status, CommandStatus::Cancelled);
+    assert_eq!(store.list_commands(2).expect("list").len(), 2);
+    assert!(store.list_commands(0).expect("list").is_empty());
+}
+
+#[test]
+fn a_file_database_uses_wal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(&dir.path().join("hub.db")).expect("open");
+    let mode: String = store
+        .conn
+        .pragma_query_value(None, "journal_mode", |row| row.get(0))
+        .expect("pragma");
+    assert_eq!(mode, "wal");
+    let sync: i64 = store
+        .conn
+        .pragma_query_value(None, "synchronous", |row| row.get(0))
+        .expect("pragma");
+    assert_eq!(sync, 1, "NORMAL");
+}
+
+#[test]
+fn an_empty_store_loads_empty() {
+    let store = SqliteStore::open_in_memory().expect("open");
+    assert_eq!(store.load().expect("load"), StoredState::default());
+    assert!(store.list_commands(5).expect("list").is_empty());
+}
+
+#[test]
+fn migration_is_idempotent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("hub.db");
+    let expected = {
+        let mut store = SqliteStore::open(&path).expect("open");
+        assert_eq!(store.schema_version().expect("version"), SCHEMA_VERSION);
+        let expected = apply_everything(&mut store);
+        store.migrate().expect("migrate again");
+        store.migrate().expect("and again");
+        expected
+    };
+    for _ in 0..2 {
+        let store = SqliteStore::open(&path).expect("reopen");
+        assert_eq!(store.schema_version().expect("version"), SCHEMA_VERSION);
+        assert_eq!(store.load().expect("load"), expected);
+    }
+    let store = SqliteStore::open(&path).expect("reopen");
+    let tables: i64 = store
+        .conn
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table'
+             AND name IN ('agents', 'agent_data', 'commands')",
+            [],
+            |row| row.get(0),
+        )
+        .expect("count");
+    assert_eq!(tables, 3);
+}
+
+#[test]
+fn a_newer_schema_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("hub.db");
+    drop(SqliteStore::open(&path).expect("open"));
+    let conn = Connection::open(&path).expect("raw open");
+    conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+        .expect("pragma");
+    drop(conn);
+    assert!(matches!(
+        SqliteStore::open(&path),
+        Err(StoreError::TooNew { found, supported })
+            if found == SCHEMA_VERSION + 1 && supported == SCHEMA_VERSION
+    ));
+}
+
+#[test]
+fn removing_an_agent_keeps_its_commands() {
+    let mut store = SqliteStore::open_in_memory().expect("open");
+    store
+        .apply(&Change::AgentRegistered(agent("a", &[])))
+        .expect("apply");
+    store.apply(&data("a", "k", "1")).expect("apply");
+    store
+        .apply(&Change::CommandCreated(command(7, "a")))
+        .expect("apply");
+    store
+        .apply(&finished(7, CommandStatus::Failed))
+        .expect("apply");
+    store
+        .apply(&Change::CommandCreated(command(8, "a")))
+        .expect("apply");
+    let removed = Change::AgentRemoved {
+        agent_id: "a".to_owned(),
+    };
+    store.apply(&removed).expect("apply");
+    store.apply(&removed).expect("removing twice is fine");
+
+    let state = store.load().expect("load");
+    assert!(state.agents.is_empty() && state.agent_data.is_empty());
+    assert_eq!(state.max_command_id, 8);
+    assert_eq!(state.pending_commands, [command(8, "a")]);
+    let log = store.list_commands(10).expect("list");
+    assert_eq!(log.len(), 2);
+    assert!(log.iter().all(|c| c.agent_id == "a"));
+    // A pending command of a removed agent can still be finished.
+    store
+        .apply(&finished(8, CommandStatus::Failed))
+        .expect("apply");
+    assert!(store.load().expect("load").pending_commands.is_empty());
+}
+
+#[test]
+fn the_highest_command_id_is_never_forgotten() {
+    let mut store = SqliteStore::open_in_memory().expect("open");
+    for id in [3, 9, 5] {
+        store
+            .apply(&Change::CommandCreated(command(id, "a")))
+            .expect("apply");
+    }
+    store
+        .conn
+        .execute("DELETE FROM commands WHERE command_id = 9", [])
+        .expect("prune");
+    assert_eq!(store.load().expect("load").max_command_id, 9);
+}
+
+#[test]
+fn inconsistent_changes_are_refused_atomically() {
+    let mut store = SqliteStore::open_in_memory().expect("open");
+    assert!(matches!(
+        store.apply(&Change::AgentSeen {
+            agent_id: "nobody".to_owned(),
+            unix_ms: 1
+        }),
+        Err(StoreError::UnknownAgent(id)) if id == "nobody"
+    ));
+    assert!(matches!(
+        store.apply(&data("nobody", "k", "1")),
+        Err(StoreError::UnknownAgent(_))
+    ));
+    assert!(matches!(
+        store.apply(&finished(42, CommandStatus::Success)),
+        Err(StoreError::UnknownCommand(42))
+    ));
+    store
+        .apply(&Change::CommandCreated(command(1, "a")))
+        .expect("apply");
+    // A reused command id fails and leaves the first record untouched.
+    let mut dup = command(1, "b");
+    dup.operation = "other".to_owned();
+    assert!(matches!(
+        store.apply(&Change::CommandCreated(dup)),
+        Err(StoreError::Sqlite(_))
+    ));
+    assert_eq!(store.list_commands(5).expect("list"), [command(1, "a")]);
+    assert_eq!(
+        store.load().expect("load"),
+        StoredState {
+            max_command_id: 1,
+            pending_commands: vec![command(1, "a")],
+            ..StoredState::default()
+        }
+    );
+}
+
+#[test]
+fn a_corrupt_status_is_reported() {
+    let mut store = SqliteStore::open_in_memory().expect("open");
+    store
+        .apply(&Change::CommandCreated(command(1, "a")))
+        .expect("apply");
+    store
+        .conn
+        .execute("UPDATE commands SET status = 'weird'", [])
+        .expect("update");
+    assert!(matches!(
+        store.list_commands(1),
+        Err(StoreError::Corrupt(_))
+    ));
+}
