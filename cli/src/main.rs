@@ -1,1 +1,81 @@
-fn main() {}
+//! `switchboard`: the hub, the agent, and the tools around them.
+#![allow(clippy::disallowed_methods)]
+
+mod admin;
+mod agent_cmd;
+mod datadir;
+mod demo;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Switchboard: a hub for fleets of agents and real-time channels.
+#[derive(Parser)]
+#[command(name = "switchboard", version, about)]
+struct Cli {
+    /// Log filter (tracing EnvFilter syntax), e.g. "info" or "switchboard=debug".
+    /// Default: "info" ("warn" for the demo, whose summary is the point).
+    #[arg(long, global = true, env = "SWITCHBOARD_LOG")]
+    log: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the hub (creates the data dir on first run).
+    Serve(serve::ServeArgs),
+    /// Talk to a running hub with the admin certificate.
+    Admin(admin::AdminArgs),
+    /// Run an agent connected to a hub (or a RedPepper 0.0.x manager).
+    Agent(agent_cmd::AgentArgs),
+    /// A hub and three agents on loopback in one process: commands, progress, a cancel.
+    Demo(demo::DemoArgs),
+}
+
+/// Where the data dir is, for the commands that use one.
+#[derive(clap::Args, Clone)]
+pub struct DataDirArg {
+    /// The hub's data directory (default: $SWITCHBOARD_DATA_DIR or ./switchboard-data).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl DataDirArg {
+    /// The chosen path.
+    pub fn path(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(datadir::default_dir)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default = if matches!(cli.command, Command::Demo(_)) {
+        "warn"
+    } else {
+        "info"
+    };
+    let log = cli.log.as_deref().unwrap_or(default);
+    let filter = tracing_subscriber::EnvFilter::try_new(log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Serve(a) => serve::run(a),
+        Command::Admin(a) => admin::run(a),
+        Command::Agent(a) => agent_cmd::run(a),
+        Command::Demo(a) => demo::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("switchboard: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

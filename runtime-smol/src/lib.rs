@@ -1,5 +1,14 @@
 //! smol runtime for Switchboard: TCP/TLS fronts, timers, SQLite storage, the agent connector.
+//!
+//! Runtimes move bytes and time; they decide nothing. Reading the clock and OS randomness is
+//! their job, so the core's `disallowed_methods` lint is lifted here.
+#![allow(clippy::disallowed_methods)]
 
+pub mod agent;
+pub mod client;
+pub mod operations;
 pub mod pki;
+pub mod secret;
+pub mod server;
 pub mod store;
 pub mod tls;

@@ -214,6 +214,25 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// Applies a batch of changes in one transaction (one fsync for many changes). A change the
+    /// store refuses as naming an unknown agent or command wrote nothing (it is detected from a
+    /// zero-row update or a failed check) and is logged and skipped; any SQLite error fails the whole
+    /// batch and stores none of it.
+    pub fn apply_all(&mut self, changes: &[Change]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        for change in changes {
+            match apply_in(&tx, change) {
+                Ok(()) => {}
+                Err(e @ (StoreError::UnknownAgent(_) | StoreError::UnknownCommand(_))) => {
+                    tracing::warn!(error = %e, ?change, "change refused by the store, skipped");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// The newest `limit` commands of the log, newest first (for the CLI).
     pub fn list_commands(&self, limit: usize) -> Result<Vec<CommandRecord>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);

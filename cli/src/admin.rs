@@ -1,0 +1,386 @@
+//! `switchboard admin`: operator commands over the native protocol with the admin certificate.
+
+use std::io;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use switchboard_proto as pb;
+use switchboard_proto::command_result::Status;
+use switchboard_proto::message::Message as Body;
+use switchboard_runtime_smol::client::AdminClient;
+use switchboard_runtime_smol::pki;
+use switchboard_runtime_smol::secret;
+
+use crate::DataDirArg;
+use crate::datadir::DataDir;
+
+/// How long a control request may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Arguments of `admin`.
+#[derive(clap::Args)]
+pub struct AdminArgs {
+    #[command(flatten)]
+    data: DataDirArg,
+    /// The hub's address (default: the one `serve` recorded in the data dir).
+    #[arg(long)]
+    hub: Option<String>,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(clap::Subcommand)]
+enum AdminCommand {
+    /// Register an agent and write its credentials (ca.pem, agent.pem, agent.key, secret).
+    EnrollAgent {
+        /// The agent id (bound into its certificate).
+        id: String,
+        /// Directory to write the credentials into.
+        #[arg(long)]
+        out: PathBuf,
+        /// Networks the agent may connect from (CIDR; repeatable; default anywhere).
+        #[arg(long = "allow")]
+        allow: Vec<String>,
+        /// Certificate lifetime in days (at most 365).
+        #[arg(long, default_value_t = pki::MAX_CLIENT_CERT_DAYS)]
+        days: u32,
+    },
+    /// List agents with connected / last seen.
+    Agents,
+    /// Remove an agent (disconnects it).
+    RemoveAgent {
+        /// The agent id.
+        id: String,
+    },
+    /// Set a named value that the agent can fetch with a `data` request (data.Show NAME).
+    SetData {
+        /// The agent id.
+        #[arg(long)]
+        agent: String,
+        /// Value name.
+        name: String,
+        /// JSON value (a bare word is taken as a string).
+        value: String,
+    },
+    /// Run an operation on an agent and follow it; Ctrl-C cancels.
+    Run {
+        /// The agent id.
+        #[arg(long)]
+        agent: String,
+        /// Operation, e.g. echo.Echo, command.Run, data.Show.
+        operation: String,
+        /// Command data as the real peers carry it: {"[args]": [...], "keyword": value}.
+        #[arg(default_value = "{}")]
+        json_args: String,
+    },
+    /// The newest entries of the command log (read from the database).
+    Commands {
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+}
+
+/// Runs an admin command.
+pub fn run(args: AdminArgs) -> io::Result<ExitCode> {
+    let data = DataDir::open(&args.data.path())?;
+    if let AdminCommand::Commands { limit } = &args.command {
+        let store = data.store()?;
+        for c in store.list_commands(*limit).map_err(io::Error::other)? {
+            println!(
+                "{:>8}  {:<12} {:<16} {:<10} {}",
+                c.command_id,
+                c.agent_id,
+                c.operation,
+                c.status.as_str(),
+                c.output.lines().next().unwrap_or("")
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let addr = data.hub_addr(args.hub.as_deref())?;
+    smol::block_on(async move {
+        let mut client = AdminClient::connect(&addr, "localhost", data.admin_tls()?).await?;
+        let code = match args.command {
+            AdminCommand::EnrollAgent {
+                id,
+                out,
+                allow,
+                days,
+            } => {
+                enroll_agent(&mut client, &data, &id, &out, allow, days).await?;
+                ExitCode::SUCCESS
+            }
+            AdminCommand::Agents => {
+                let id = client.request_id();
+                let resp = client
+                    .call(
+                        id,
+                        Body::ListAgentsRequest(pb::ListAgentsRequest { request_id: id }),
+                        CALL_TIMEOUT,
+                    )
+                    .await?;
+                let Body::ListAgentsResponse(r) = check(resp)? else {
+                    return Err(unexpected());
+                };
+                println!(
+                    "{:<24} {:<10} {:<24} last seen",
+                    "agent", "state", "address"
+                );
+                for a in r.agents {
+                    let state = if a.connected { "connected" } else { "offline" };
+                    println!(
+                        "{:<24} {:<10} {:<24} {}",
+                        a.agent_id,
+                        state,
+                        a.address,
+                        format_unix_ms(a.last_seen_unix_ms)
+                    );
+                }
+                ExitCode::SUCCESS
+            }
+            AdminCommand::RemoveAgent { id } => {
+                let rid = client.request_id();
+                let resp = client
+                    .call(
+                        rid,
+                        Body::RemoveAgentRequest(pb::RemoveAgentRequest {
+                            request_id: rid,
+                            agent_id: id.clone(),
+                        }),
+                        CALL_TIMEOUT,
+                    )
+                    .await?;
+                check(resp)?;
+                println!("removed {id}");
+                ExitCode::SUCCESS
+            }
+            AdminCommand::SetData { agent, name, value } => {
+                let value_json = if serde_json::from_str::<serde_json::Value>(&value).is_ok() {
+                    value
+                } else {
+                    serde_json::Value::String(value).to_string()
+                };
+                let rid = client.request_id();
+                let req = pb::SetAgentDataRequest {
+                    request_id: rid,
+                    agent_id: agent,
+                    name,
+                    value_json,
+                };
+                check(
+                    client
+                        .call(rid, Body::SetAgentDataRequest(req), CALL_TIMEOUT)
+                        .await?,
+                )?;
+                ExitCode::SUCCESS
+            }
+            AdminCommand::Run {
+                agent,
+                operation,
+                json_args,
+            } => run_command(&mut client, agent, operation, json_args).await?,
+            AdminCommand::Commands { .. } => ExitCode::SUCCESS,
+        };
+        let _ = client.close().await;
+        Ok(code)
+    })
+}
+
+fn unexpected() -> io::Error {
+    io::Error::other("unexpected answer from the hub")
+}
+
+/// Turns a ControlError into an error.
+pub fn check(resp: Body) -> io::Result<Body> {
+    match resp {
+        Body::ControlError(e) => {
+            let code = pb::control_error::Code::try_from(e.code)
+                .map(|c| c.as_str_name())
+                .unwrap_or("UNKNOWN");
+            Err(io::Error::other(format!(
+                "hub refused: {code}: {}",
+                e.message
+            )))
+        }
+        other => Ok(other),
+    }
+}
+
+fn format_unix_ms(ms: i64) -> String {
+    if ms == 0 {
+        return "never".into();
+    }
+    let now = switchboard_runtime_smol::server::unix_ms_now();
+    let ago = (now - ms).max(0) / 1000;
+    format!("{ago} s ago")
+}
+
+/// Registers an agent with the hub and writes its credentials.
+pub async fn enroll_agent(
+    client: &mut AdminClient,
+    data: &DataDir,
+    id: &str,
+    out: &std::path::Path,
+    allow: Vec<String>,
+    days: u32,
+) -> io::Result<()> {
+    enroll_agent_with(client, data, id, out, allow, days, secret::default_params()).await
+}
+
+/// [`enroll_agent`] with chosen argon2 parameters (cheap ones only for synthetic agents).
+pub async fn enroll_agent_with(
+    client: &mut AdminClient,
+    data: &DataDir,
+    id: &str,
+    out: &std::path::Path,
+    allow: Vec<String>,
+    days: u32,
+    params: argon2::Params,
+) -> io::Result<()> {
+    let secret_text = secret::generate_secret();
+    let hash = {
+        let s = secret_text.clone();
+        smol::unblock(move || secret::hash_secret(&s, params))
+            .await
+            .map_err(io::Error::other)?
+    };
+    let cert = data
+        .pki
+        .ca
+        .issue_client(id, days.min(pki::MAX_CLIENT_CERT_DAYS))
+        .map_err(io::Error::other)?;
+    let rid = client.request_id();
+    let req = pb::RegisterAgentRequest {
+        request_id: rid,
+        agent_id: id.into(),
+        secret_hash: hash,
+        allowed_networks: allow,
+    };
+    check(
+        client
+            .call(rid, Body::RegisterAgentRequest(req), CALL_TIMEOUT)
+            .await?,
+    )?;
+    std::fs::create_dir_all(out)?;
+    std::fs::write(out.join("ca.pem"), data.pki.ca.cert_pem())?;
+    cert.write_to(out, "agent.pem", "agent.key")
+        .map_err(io::Error::other)?;
+    write_private(&out.join("secret"), &secret_text)?;
+    println!("enrolled agent {id}: credentials in {}", out.display());
+    Ok(())
+}
+
+fn write_private(path: &std::path::Path, text: &str) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())
+}
+
+/// Runs a command and follows it to its end. Exit status 0 only on success.
+async fn run_command(
+    client: &mut AdminClient,
+    agent: String,
+    operation: String,
+    data: String,
+) -> io::Result<ExitCode> {
+    if !serde_json::from_str::<serde_json::Value>(&data).is_ok_and(|v| v.is_object()) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "JSON-ARGS must be a JSON object",
+        ));
+    }
+    let rid = client.request_id();
+    let req = pb::RunCommandRequest {
+        request_id: rid,
+        agent_id: agent.clone(),
+        operation: operation.clone(),
+        data,
+    };
+    let Body::RunCommandResponse(r) = check(
+        client
+            .call(rid, Body::RunCommandRequest(req), CALL_TIMEOUT)
+            .await?,
+    )?
+    else {
+        return Err(unexpected());
+    };
+    let id = r.command_id;
+    eprintln!("command {id}: {operation} on {agent}");
+    let (int_tx, int_rx) = async_channel::bounded::<()>(4);
+    let _ = ctrlc::set_handler(move || {
+        let _ = int_tx.try_send(());
+    });
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.enable_steady_tick(Duration::from_millis(120));
+    let mut cancel_sent = false;
+    loop {
+        enum Next {
+            Msg(io::Result<Body>),
+            Interrupt,
+        }
+        let next =
+            futures_lite::future::or(async { Next::Msg(client.next_message().await) }, async {
+                let _ = int_rx.recv().await;
+                Next::Interrupt
+            })
+            .await;
+        match next {
+            Next::Interrupt if !cancel_sent => {
+                bar.println("cancelling...");
+                client
+                    .send(Body::Cancel(pb::CommandCancel { command_id: id }))
+                    .await?;
+                cancel_sent = true;
+            }
+            Next::Interrupt => {
+                bar.finish_and_clear();
+                eprintln!("command {id}: interrupted again, not waiting for the agent");
+                return Ok(ExitCode::from(130));
+            }
+            Next::Msg(m) => match m? {
+                Body::Progress(p) if p.command_id == id => {
+                    if p.total > 0 {
+                        bar.set_message(format!("[{}/{}] {}", p.current, p.total, p.message));
+                    } else {
+                        bar.set_message(p.message);
+                    }
+                }
+                Body::Result(r) if r.command_id == id => {
+                    return Ok(finish(&bar, id, r.status, &r.output, false));
+                }
+                Body::Done(d) if d.command_id == id => {
+                    return Ok(finish(&bar, id, d.status, &d.output, true));
+                }
+                Body::ControlError(e) => bar.println(format!("hub: {}", e.message)),
+                _ => {}
+            },
+        }
+    }
+}
+
+fn finish(
+    bar: &indicatif::ProgressBar,
+    id: i64,
+    status: i32,
+    output: &str,
+    done: bool,
+) -> ExitCode {
+    bar.finish_and_clear();
+    let status = Status::try_from(status).unwrap_or(Status::Unspecified);
+    println!("{output}");
+    let what = if done { "done" } else { "result" };
+    eprintln!("command {id}: {what}: {}", status.as_str_name());
+    if status == Status::Success {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

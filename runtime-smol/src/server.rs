@@ -1,0 +1,529 @@
+//! The hub server on smol: one hub task runs the sans-IO [`Hub`]; one task per connection does
+//! TLS and shuttles plaintext to and from the hub over channels; SQLite writes and argon2
+//! verifications run on the blocking pool (`smol::unblock`), never on the hub loop.
+//!
+//! Ordering guarantee: the hub task drains every action the hub produced, applies all
+//! `Persist` changes (one blocking batch) and only then performs the other actions in their
+//! order. Delaying a send is always safe; sending an acknowledgement before its change is
+//! durable is not. If storage fails the hub stops: nothing unpersisted is acknowledged.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_channel::{Receiver, Sender, TrySendError};
+use async_net::{TcpListener, TcpStream};
+use bytes::Bytes;
+use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
+use futures_rustls::TlsAcceptor;
+use switchboard_core::hub::{
+    Change, ConnId, Hub, HubAction, HubConfig, HubEvent, PeerInfo, VerifyTicket,
+};
+
+use crate::store::SqliteStore;
+use crate::{pki, secret};
+
+/// How the hub server runs.
+#[derive(Clone)]
+pub struct ServerOptions {
+    /// The hub machine's configuration.
+    pub hub: HubConfig,
+    /// TLS (client certificates required).
+    pub tls: Arc<rustls::ServerConfig>,
+    /// Deadline of the TLS handshake of each connection.
+    pub tls_handshake_timeout: Duration,
+    /// Seed of the hub's RNG (ping data, ...). Take it from OS randomness in production.
+    pub seed: u64,
+    /// Concurrent argon2 verifications (each costs ~19 MiB).
+    pub verify_workers: usize,
+    /// Frames queued per connection before it counts as a slow consumer and is closed.
+    pub conn_queue: usize,
+    /// Maximum simultaneous connections; more are refused at accept.
+    pub max_connections: usize,
+}
+
+impl ServerOptions {
+    /// Defaults around a TLS configuration.
+    pub fn new(tls: Arc<rustls::ServerConfig>, seed: u64) -> Self {
+        ServerOptions {
+            hub: HubConfig::default(),
+            tls,
+            tls_handshake_timeout: Duration::from_secs(10),
+            seed,
+            verify_workers: 2,
+            conn_queue: 1024,
+            max_connections: 50_000,
+        }
+    }
+}
+
+enum Input {
+    Accepted {
+        conn: ConnId,
+        peer: PeerInfo,
+        tx: Sender<Bytes>,
+    },
+    Data {
+        conn: ConnId,
+        bytes: Vec<u8>,
+    },
+    Closed {
+        conn: ConnId,
+    },
+    Verified {
+        ticket: VerifyTicket,
+        ok: bool,
+    },
+    Shutdown,
+}
+
+struct VerifyJob {
+    ticket: VerifyTicket,
+    hash: Option<String>,
+    secret: String,
+}
+
+/// A running hub server.
+pub struct HubServer {
+    /// The address it listens on.
+    pub local_addr: SocketAddr,
+    input: Sender<Input>,
+    task: smol::Task<io::Result<()>>,
+    accept_task: smol::Task<()>,
+}
+
+impl HubServer {
+    /// Starts the hub on `listener` with the state loaded from `store`. Hub events are also
+    /// sent to `events` if given (dropped when that channel is full).
+    pub fn start(
+        opts: ServerOptions,
+        store: SqliteStore,
+        listener: TcpListener,
+        events: Option<Sender<HubEvent>>,
+    ) -> io::Result<HubServer> {
+        let local_addr = listener.local_addr()?;
+        let now = Instant::now();
+        let mut hub = Hub::new(opts.hub.clone(), opts.seed, now, unix_ms_now());
+        let state = store.load().map_err(io::Error::other)?;
+        tracing::info!(
+            agents = state.agents.len(),
+            max_command_id = state.max_command_id,
+            "hub state loaded"
+        );
+        hub.load(state, now);
+        let (input_tx, input_rx) = async_channel::bounded::<Input>(4096);
+        let (verify_tx, verify_rx) = async_channel::unbounded::<VerifyJob>();
+        let dummy = secret::hash_secret(&secret::generate_secret(), secret::default_params())
+            .map_err(io::Error::other)?;
+        for _ in 0..opts.verify_workers.max(1) {
+            smol::spawn(verify_worker(
+                verify_rx.clone(),
+                input_tx.clone(),
+                dummy.clone(),
+            ))
+            .detach();
+        }
+        let task = smol::spawn(hub_task(
+            hub,
+            store,
+            input_rx,
+            verify_tx,
+            events,
+            opts.conn_queue,
+        ));
+        let accept_task = smol::spawn(accept_loop(listener, opts, input_tx.clone()));
+        Ok(HubServer {
+            local_addr,
+            input: input_tx,
+            task,
+            accept_task,
+        })
+    }
+
+    /// Stops accepting, says Bye to every connection, and waits for the hub task to end.
+    pub async fn shutdown(self) -> io::Result<()> {
+        self.accept_task.cancel().await;
+        let _ = self.input.send(Input::Shutdown).await;
+        self.task.await
+    }
+
+    /// Runs until `stop` completes (then shuts down as [`shutdown`](Self::shutdown)) or the
+    /// hub task ends by itself (only on a storage failure, returned as the error).
+    pub async fn run_until(self, stop: impl std::future::Future<Output = ()>) -> io::Result<()> {
+        let HubServer {
+            input,
+            mut task,
+            accept_task,
+            ..
+        } = self;
+        let ended = async { Some((&mut task).await) }
+            .or(async {
+                stop.await;
+                None
+            })
+            .await;
+        match ended {
+            Some(r) => r,
+            None => {
+                accept_task.cancel().await;
+                let _ = input.send(Input::Shutdown).await;
+                task.await
+            }
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch, from the system clock.
+#[allow(clippy::disallowed_methods, clippy::disallowed_types)]
+pub fn unix_ms_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+async fn verify_worker(jobs: Receiver<VerifyJob>, hub: Sender<Input>, dummy: String) {
+    let dummy = Arc::new(dummy);
+    while let Ok(job) = jobs.recv().await {
+        let dummy = dummy.clone();
+        let ok =
+            smol::unblock(move || secret::verify_secret(job.hash.as_deref(), &job.secret, &dummy))
+                .await;
+        if hub
+            .send(Input::Verified {
+                ticket: job.ticket,
+                ok,
+            })
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, opts: ServerOptions, hub: Sender<Input>) {
+    let acceptor = TlsAcceptor::from(opts.tls.clone());
+    let live = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut next_id = 1u64;
+    loop {
+        let (tcp, addr) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                async_io::Timer::after(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        if live.load(std::sync::atomic::Ordering::Relaxed) >= opts.max_connections {
+            tracing::warn!(%addr, "connection limit reached, refusing");
+            continue;
+        }
+        let conn = ConnId(next_id);
+        next_id += 1;
+        let _ = tcp.set_nodelay(true);
+        let live = live.clone();
+        live.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let fut = connection(
+            conn,
+            tcp,
+            addr,
+            acceptor.clone(),
+            opts.tls_handshake_timeout,
+            opts.conn_queue,
+            hub.clone(),
+        );
+        smol::spawn(async move {
+            fut.await;
+            live.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        })
+        .detach();
+    }
+}
+
+async fn connection(
+    conn: ConnId,
+    tcp: TcpStream,
+    addr: SocketAddr,
+    acceptor: TlsAcceptor,
+    handshake_timeout: Duration,
+    queue: usize,
+    hub: Sender<Input>,
+) {
+    let handshake = async { Some(acceptor.accept(tcp).await) };
+    let timeout = async {
+        async_io::Timer::after(handshake_timeout).await;
+        None
+    };
+    let tls = match handshake.or(timeout).await {
+        Some(Ok(tls)) => tls,
+        Some(Err(e)) => return tracing::info!(%addr, error = %e, "TLS handshake failed"),
+        None => return tracing::info!(%addr, "TLS handshake timed out"),
+    };
+    let cert_name = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|c| pki::peer_identity(c.as_ref()).ok())
+        .and_then(|id| id.common_name);
+    let (tx, rx) = async_channel::bounded::<Bytes>(queue);
+    if hub
+        .send(Input::Accepted {
+            conn,
+            peer: PeerInfo { addr, cert_name },
+            tx,
+        })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let (mut reader, mut writer) = futures_lite::io::split(tls);
+    let write = async {
+        while let Ok(frame) = rx.recv().await {
+            // One write per frame: one TLS record per frame (a Python peer can stall on two
+            // frames coalesced into one record).
+            if writer.write_all(&frame).await.is_err() || writer.flush().await.is_err() {
+                return;
+            }
+        }
+        // The hub closed the connection: flush what was queued, then close.
+        let _ = writer.close().await;
+    };
+    let read = async {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match reader.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    if hub
+                        .send(Input::Data {
+                            conn,
+                            bytes: buf[..n].to_vec(),
+                        })
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+        }
+    };
+    write.or(read).await;
+    let _ = hub.send(Input::Closed { conn }).await;
+}
+
+async fn hub_task(
+    mut hub: Hub,
+    mut store: SqliteStore,
+    input: Receiver<Input>,
+    verify: Sender<VerifyJob>,
+    events: Option<Sender<HubEvent>>,
+    _queue: usize,
+) -> io::Result<()> {
+    let mut writers: HashMap<ConnId, Sender<Bytes>> = HashMap::new();
+    let mut shutting_down = false;
+    // Changes left over from `load` (pending commands finished as failed).
+    let mut actions: Vec<HubAction> = Vec::new();
+    loop {
+        while let Some(a) = hub.poll_action() {
+            actions.push(a);
+        }
+        if !actions.is_empty() {
+            store = persist_then_perform(
+                store,
+                &mut hub,
+                &mut actions,
+                &mut writers,
+                &verify,
+                events.as_ref(),
+            )
+            .await?;
+            continue; // performing may not produce actions, but verified/closed inputs may
+        }
+        if shutting_down {
+            // Let the connection tasks flush their Byes.
+            writers.clear();
+            return Ok(());
+        }
+        let deadline = hub.poll_timeout();
+        let next = async { input.recv().await.ok().map(Some) };
+        let timer = async {
+            match deadline {
+                Some(d) => {
+                    async_io::Timer::at(d).await;
+                    Some(None)
+                }
+                None => std::future::pending().await,
+            }
+        };
+        let got = next.or(timer).await;
+        let now = Instant::now();
+        match got {
+            None => return Ok(()), // every sender is gone
+            Some(None) => {}
+            Some(Some(first)) => {
+                apply_input(&mut hub, now, first, &mut writers, &mut shutting_down);
+                // Take what else is waiting, so that persists batch up.
+                for _ in 0..1024 {
+                    match input.try_recv() {
+                        Ok(i) => apply_input(&mut hub, now, i, &mut writers, &mut shutting_down),
+                        Err(_) => break,
+                    }
+                }
+            }
+        }
+        hub.handle_timeout(now);
+    }
+}
+
+fn apply_input(
+    hub: &mut Hub,
+    now: Instant,
+    input: Input,
+    writers: &mut HashMap<ConnId, Sender<Bytes>>,
+    shutting_down: &mut bool,
+) {
+    match input {
+        Input::Accepted { conn, peer, tx } => {
+            if *shutting_down {
+                return;
+            }
+            writers.insert(conn, tx);
+            hub.accept(now, conn, peer);
+        }
+        Input::Data { conn, bytes } => hub.handle_input(now, conn, &bytes),
+        Input::Closed { conn } => {
+            writers.remove(&conn);
+            hub.handle_closed(now, conn);
+        }
+        Input::Verified { ticket, ok } => hub.handle_verified(now, ticket, ok),
+        Input::Shutdown => {
+            *shutting_down = true;
+            hub.shutdown(now);
+        }
+    }
+}
+
+async fn persist_then_perform(
+    store: SqliteStore,
+    hub: &mut Hub,
+    actions: &mut Vec<HubAction>,
+    writers: &mut HashMap<ConnId, Sender<Bytes>>,
+    verify: &Sender<VerifyJob>,
+    events: Option<&Sender<HubEvent>>,
+) -> io::Result<SqliteStore> {
+    let changes: Vec<Change> = actions
+        .iter()
+        .filter_map(|a| match a {
+            HubAction::Persist(c) => Some(c.clone()),
+            _ => None,
+        })
+        .collect();
+    let store = if changes.is_empty() {
+        store
+    } else {
+        let (store, result) = smol::unblock(move || {
+            let mut store = store;
+            let r = store.apply_all(&changes);
+            (store, r)
+        })
+        .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "storage failed: stopping the hub without acknowledging");
+            return Err(io::Error::other(e));
+        }
+        store
+    };
+    let now = Instant::now();
+    for action in actions.drain(..) {
+        match action {
+            HubAction::Persist(_) => {}
+            HubAction::Send { conn, bytes } => {
+                if let Some(tx) = writers.get(&conn) {
+                    match tx.try_send(bytes) {
+                        Ok(()) => {}
+                        Err(TrySendError::Full(_)) => {
+                            tracing::warn!(?conn, "peer does not read fast enough: closing");
+                            writers.remove(&conn);
+                            hub.handle_closed(now, conn);
+                        }
+                        Err(TrySendError::Closed(_)) => {
+                            writers.remove(&conn);
+                        }
+                    }
+                }
+            }
+            HubAction::Close { conn, reason } => {
+                tracing::debug!(?conn, %reason, "closing connection");
+                // Dropping the sender lets the writer flush what is queued, then close.
+                writers.remove(&conn);
+            }
+            HubAction::VerifySecret {
+                ticket,
+                secret_hash,
+                secret,
+            } => {
+                let _ = verify.try_send(VerifyJob {
+                    ticket,
+                    hash: secret_hash,
+                    secret,
+                });
+            }
+            HubAction::Event(e) => {
+                log_event(&e);
+                if let Some(tx) = events {
+                    let _ = tx.try_send(e);
+                }
+            }
+        }
+    }
+    Ok(store)
+}
+
+fn log_event(e: &HubEvent) {
+    match e {
+        HubEvent::AgentConnected { agent_id, addr, .. } => {
+            tracing::info!(agent = %agent_id, %addr, "agent connected")
+        }
+        HubEvent::AgentDisconnected { agent_id, reason } => {
+            tracing::info!(agent = %agent_id, %reason, "agent disconnected")
+        }
+        HubEvent::AuthFailed {
+            agent_id,
+            addr,
+            reason,
+        } => {
+            tracing::warn!(agent = %agent_id, %addr, %reason, "agent authentication failed")
+        }
+        HubEvent::SessionOpened { user, .. } => tracing::info!(%user, "session opened"),
+        HubEvent::CommandStarted {
+            command_id,
+            agent_id,
+            operation,
+        } => {
+            tracing::info!(command_id, agent = %agent_id, %operation, "command started")
+        }
+        HubEvent::CommandProgress {
+            command_id,
+            current,
+            total,
+            message,
+        } => {
+            tracing::debug!(command_id, current, total, %message, "command progress")
+        }
+        HubEvent::CommandFinished {
+            command_id, status, ..
+        } => {
+            tracing::info!(command_id, status = status.as_str(), "command finished")
+        }
+        HubEvent::ConnectionFailed { conn, reason } => {
+            tracing::info!(?conn, %reason, "connection closed")
+        }
+    }
+}
