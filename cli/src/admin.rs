@@ -113,30 +113,38 @@ pub fn run(args: AdminArgs) -> io::Result<ExitCode> {
                 ExitCode::SUCCESS
             }
             AdminCommand::Agents => {
-                let id = client.request_id();
-                let resp = client
-                    .call(
-                        id,
-                        Body::ListAgentsRequest(pb::ListAgentsRequest { request_id: id }),
-                        CALL_TIMEOUT,
-                    )
-                    .await?;
-                let Body::ListAgentsResponse(r) = check(resp)? else {
-                    return Err(unexpected());
-                };
                 println!(
                     "{:<24} {:<10} {:<24} last seen",
                     "agent", "state", "address"
                 );
-                for a in r.agents {
-                    let state = if a.connected { "connected" } else { "offline" };
-                    println!(
-                        "{:<24} {:<10} {:<24} {}",
-                        a.agent_id,
-                        state,
-                        a.address,
-                        format_unix_ms(a.last_seen_unix_ms)
-                    );
+                let mut after = String::new();
+                loop {
+                    let id = client.request_id();
+                    let req = pb::ListAgentsRequest {
+                        request_id: id,
+                        after: after.clone(),
+                        limit: 0,
+                    };
+                    let resp = client
+                        .call(id, Body::ListAgentsRequest(req), CALL_TIMEOUT)
+                        .await?;
+                    let Body::ListAgentsResponse(r) = check(resp)? else {
+                        return Err(unexpected());
+                    };
+                    for a in &r.agents {
+                        let state = if a.connected { "connected" } else { "offline" };
+                        println!(
+                            "{:<24} {:<10} {:<24} {}",
+                            a.agent_id,
+                            state,
+                            a.address,
+                            format_unix_ms(a.last_seen_unix_ms)
+                        );
+                    }
+                    match r.agents.last() {
+                        Some(last) if r.more => after = last.agent_id.clone(),
+                        _ => break,
+                    }
                 }
                 ExitCode::SUCCESS
             }

@@ -11,9 +11,10 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use async_channel::{Receiver, Sender, TrySendError};
+use async_channel::{Receiver, Sender};
 use async_net::{TcpListener, TcpStream};
 use bytes::Bytes;
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
@@ -38,8 +39,8 @@ pub struct ServerOptions {
     pub seed: u64,
     /// Concurrent argon2 verifications (each costs ~19 MiB).
     pub verify_workers: usize,
-    /// Frames queued per connection before it counts as a slow consumer and is closed.
-    pub conn_queue: usize,
+    /// Bytes queued for one connection before it counts as a slow consumer and is closed.
+    pub conn_queue_bytes: usize,
     /// Maximum simultaneous connections; more are refused at accept.
     pub max_connections: usize,
 }
@@ -53,7 +54,7 @@ impl ServerOptions {
             tls_handshake_timeout: Duration::from_secs(10),
             seed,
             verify_workers: 2,
-            conn_queue: 1024,
+            conn_queue_bytes: 8 << 20,
             max_connections: 50_000,
         }
     }
@@ -63,7 +64,7 @@ enum Input {
     Accepted {
         conn: ConnId,
         peer: PeerInfo,
-        tx: Sender<Bytes>,
+        tx: Writer,
     },
     Data {
         conn: ConnId,
@@ -77,6 +78,14 @@ enum Input {
         ok: bool,
     },
     Shutdown,
+}
+
+/// The hub's handle on one connection's writer task: an unbounded queue (no memory reserved
+/// up front, which matters at 10,000 connections) whose size in bytes is capped instead.
+#[derive(Clone)]
+struct Writer {
+    tx: Sender<Bytes>,
+    queued: Arc<AtomicUsize>,
 }
 
 struct VerifyJob {
@@ -131,7 +140,7 @@ impl HubServer {
             input_rx,
             verify_tx,
             events,
-            opts.conn_queue,
+            opts.conn_queue_bytes,
         ));
         let accept_task = smol::spawn(accept_loop(listener, opts, input_tx.clone()));
         Ok(HubServer {
@@ -233,7 +242,6 @@ async fn accept_loop(listener: TcpListener, opts: ServerOptions, hub: Sender<Inp
             addr,
             acceptor.clone(),
             opts.tls_handshake_timeout,
-            opts.conn_queue,
             hub.clone(),
         );
         smol::spawn(async move {
@@ -250,7 +258,6 @@ async fn connection(
     addr: SocketAddr,
     acceptor: TlsAcceptor,
     handshake_timeout: Duration,
-    queue: usize,
     hub: Sender<Input>,
 ) {
     let handshake = async { Some(acceptor.accept(tcp).await) };
@@ -270,12 +277,17 @@ async fn connection(
         .and_then(|c| c.first())
         .and_then(|c| pki::peer_identity(c.as_ref()).ok())
         .and_then(|id| id.common_name);
-    let (tx, rx) = async_channel::bounded::<Bytes>(queue);
+    let (tx, rx) = async_channel::unbounded::<Bytes>();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let handle = Writer {
+        tx,
+        queued: queued.clone(),
+    };
     if hub
         .send(Input::Accepted {
             conn,
             peer: PeerInfo { addr, cert_name },
-            tx,
+            tx: handle,
         })
         .await
         .is_err()
@@ -290,6 +302,7 @@ async fn connection(
             if writer.write_all(&frame).await.is_err() || writer.flush().await.is_err() {
                 return;
             }
+            queued.fetch_sub(frame.len(), Ordering::Relaxed);
         }
         // The hub closed the connection: flush what was queued, then close.
         let _ = writer.close().await;
@@ -324,9 +337,9 @@ async fn hub_task(
     input: Receiver<Input>,
     verify: Sender<VerifyJob>,
     events: Option<Sender<HubEvent>>,
-    _queue: usize,
+    queue_limit: usize,
 ) -> io::Result<()> {
-    let mut writers: HashMap<ConnId, Sender<Bytes>> = HashMap::new();
+    let mut writers: HashMap<ConnId, Writer> = HashMap::new();
     let mut shutting_down = false;
     // Changes left over from `load` (pending commands finished as failed).
     let mut actions: Vec<HubAction> = Vec::new();
@@ -342,6 +355,7 @@ async fn hub_task(
                 &mut writers,
                 &verify,
                 events.as_ref(),
+                queue_limit,
             )
             .await?;
             continue; // performing may not produce actions, but verified/closed inputs may
@@ -386,7 +400,7 @@ fn apply_input(
     hub: &mut Hub,
     now: Instant,
     input: Input,
-    writers: &mut HashMap<ConnId, Sender<Bytes>>,
+    writers: &mut HashMap<ConnId, Writer>,
     shutting_down: &mut bool,
 ) {
     match input {
@@ -414,9 +428,10 @@ async fn persist_then_perform(
     store: SqliteStore,
     hub: &mut Hub,
     actions: &mut Vec<HubAction>,
-    writers: &mut HashMap<ConnId, Sender<Bytes>>,
+    writers: &mut HashMap<ConnId, Writer>,
     verify: &Sender<VerifyJob>,
     events: Option<&Sender<HubEvent>>,
+    queue_limit: usize,
 ) -> io::Result<SqliteStore> {
     let changes: Vec<Change> = actions
         .iter()
@@ -445,17 +460,14 @@ async fn persist_then_perform(
         match action {
             HubAction::Persist(_) => {}
             HubAction::Send { conn, bytes } => {
-                if let Some(tx) = writers.get(&conn) {
-                    match tx.try_send(bytes) {
-                        Ok(()) => {}
-                        Err(TrySendError::Full(_)) => {
-                            tracing::warn!(?conn, "peer does not read fast enough: closing");
-                            writers.remove(&conn);
-                            hub.handle_closed(now, conn);
-                        }
-                        Err(TrySendError::Closed(_)) => {
-                            writers.remove(&conn);
-                        }
+                if let Some(w) = writers.get(&conn) {
+                    let len = bytes.len();
+                    if w.queued.fetch_add(len, Ordering::Relaxed) + len > queue_limit {
+                        tracing::warn!(?conn, "peer does not read fast enough: closing");
+                        writers.remove(&conn);
+                        hub.handle_closed(now, conn);
+                    } else if w.tx.try_send(bytes).is_err() {
+                        writers.remove(&conn);
                     }
                 }
             }

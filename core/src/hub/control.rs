@@ -18,6 +18,9 @@ use crate::machine::CloseReason;
 use crate::net::IpNet;
 use crate::perm::{self, Operation, Permissions};
 
+/// Most agents in one ListAgentsResponse (keeps it well inside a 64 KiB frame).
+const MAX_AGENTS_PAGE: usize = 200;
+
 /// Longest agent id accepted.
 const MAX_AGENT_ID: usize = 128;
 
@@ -92,10 +95,22 @@ impl Hub {
                 if let Err(d) = perm::authorize(&user, perms, &Operation::ListAgents) {
                     return self.control_error(conn, r.request_id, Code::Access, d.to_string());
                 }
-                let agents = self
-                    .agents
-                    .values()
-                    .map(|a| pb::AgentInfo {
+                let limit = match r.limit as usize {
+                    0 => MAX_AGENTS_PAGE,
+                    n => n.min(MAX_AGENTS_PAGE),
+                };
+                let range = self.agents.range::<str, _>((
+                    std::ops::Bound::Excluded(r.after.as_str()),
+                    std::ops::Bound::Unbounded,
+                ));
+                let mut agents = Vec::with_capacity(limit);
+                let mut more = false;
+                for (_, a) in range {
+                    if agents.len() == limit {
+                        more = true;
+                        break;
+                    }
+                    agents.push(pb::AgentInfo {
                         agent_id: a.record.agent_id.clone(),
                         connected: a.conn.is_some(),
                         last_seen_unix_ms: a.record.last_seen_unix_ms,
@@ -105,13 +120,14 @@ impl Hub {
                             .map(|e| e.peer.addr.to_string())
                             .unwrap_or_default(),
                         allowed_networks: a.record.allowed_networks.clone(),
-                    })
-                    .collect();
+                    });
+                }
                 self.send_body(
                     conn,
                     Body::ListAgentsResponse(pb::ListAgentsResponse {
                         request_id: r.request_id,
                         agents,
+                        more,
                     }),
                 );
             }
