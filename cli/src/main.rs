@@ -5,6 +5,7 @@ mod admin;
 mod agent_cmd;
 mod datadir;
 mod demo;
+mod loadgen;
 mod serve;
 
 use std::path::PathBuf;
@@ -17,7 +18,7 @@ use clap::{Parser, Subcommand};
 #[command(name = "switchboard", version, about)]
 struct Cli {
     /// Log filter (tracing EnvFilter syntax), e.g. "info" or "switchboard=debug".
-    /// Default: "info" ("warn" for the demo, whose summary is the point).
+    /// Default: "info" ("warn" for the demo and loadgen, whose summaries are the point).
     #[arg(long, global = true, env = "SWITCHBOARD_LOG")]
     log: Option<String>,
     #[command(subcommand)]
@@ -34,6 +35,8 @@ enum Command {
     Agent(agent_cmd::AgentArgs),
     /// A hub and three agents on loopback in one process: commands, progress, a cancel.
     Demo(demo::DemoArgs),
+    /// Load generators (bounded in count and time, loopback only).
+    Loadgen(loadgen::LoadgenArgs),
 }
 
 /// Where the data dir is, for the commands that use one.
@@ -53,7 +56,7 @@ impl DataDirArg {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let default = if matches!(cli.command, Command::Demo(_)) {
+    let default = if matches!(cli.command, Command::Demo(_) | Command::Loadgen(_)) {
         "warn"
     } else {
         "info"
@@ -70,6 +73,7 @@ fn main() -> ExitCode {
         Command::Admin(a) => admin::run(a),
         Command::Agent(a) => agent_cmd::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::Loadgen(a) => loadgen::run(a),
     };
     match result {
         Ok(code) => code,

@@ -32,6 +32,7 @@ pub fn run(args: ServeArgs) -> io::Result<ExitCode> {
             println!("  {f}");
         }
     }
+    crate::loadgen::raise_nofile_limit();
     let store = data.store()?;
     let mut opts = ServerOptions::new(data.server_tls()?, seed());
     opts.hub.link.ping_interval = std::time::Duration::from_secs(args.ping_interval.max(1));

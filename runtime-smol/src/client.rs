@@ -149,6 +149,25 @@ impl AdminClient {
         }
     }
 
+    /// Keeps the session alive (answering pings, keeping messages for
+    /// [`next_message`](Self::next_message)) for `d`.
+    pub async fn idle(&mut self, d: Duration) -> io::Result<()> {
+        let until = Instant::now() + d;
+        while Instant::now() < until {
+            let r = with_timeout(
+                until.saturating_duration_since(Instant::now()),
+                "idle",
+                async { self.step().await.map(|_| ()) },
+            )
+            .await;
+            match r {
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => break,
+                other => other?,
+            }
+        }
+        Ok(())
+    }
+
     /// Says Bye and closes.
     pub async fn close(mut self) -> io::Result<()> {
         self.session.close("done");
