@@ -288,8 +288,7 @@ async fn demo(dir: &std::path::Path) -> io::Result<ExitCode> {
         let last = s
             .output
             .lines()
-            .filter(|l| !l.trim().is_empty())
-            .last()
+            .rfind(|l| !l.trim().is_empty())
             .unwrap_or("")
             .to_string();
         println!(

@@ -34,7 +34,10 @@ fn main() -> std::io::Result<()> {
                     return Ok(());
                 }
                 Action::Timer(_) => {} // we ask poll_timeout() below instead
-                Action::Event(ManagerEvent::Hello { agent_id, secret: given }) => {
+                Action::Event(ManagerEvent::Hello {
+                    agent_id,
+                    secret: given,
+                }) => {
                     if given == secret {
                         println!("{agent_id} authenticated");
                         let _ = link.accept(Instant::now());
@@ -42,7 +45,9 @@ fn main() -> std::io::Result<()> {
                         link.reject("authentication failed");
                     }
                 }
-                Action::Event(ManagerEvent::Finished { command_id, output, .. }) => {
+                Action::Event(ManagerEvent::Finished {
+                    command_id, output, ..
+                }) => {
                     println!("command {command_id} finished:\n{output}");
                     link.close(switchboard_core::machine::CloseReason::Local("done".into()));
                 }
@@ -51,14 +56,26 @@ fn main() -> std::io::Result<()> {
         }
         if link.is_established() && !sent_command {
             sent_command = true;
-            let _ = link.send_command(1, "echo.Echo", r#"{"[args]": ["hello from a std::net loop"]}"#);
+            let _ = link.send_command(
+                1,
+                "echo.Echo",
+                r#"{"[args]": ["hello from a std::net loop"]}"#,
+            );
             continue;
         }
         // 2. Wait for bytes, at most until the machine's next deadline.
-        let wait = link.poll_timeout().map(|t| t.saturating_duration_since(Instant::now()));
-        sock.set_read_timeout(Some(wait.unwrap_or(Duration::from_secs(60)).max(Duration::from_millis(1))))?;
+        let wait = link
+            .poll_timeout()
+            .map(|t| t.saturating_duration_since(Instant::now()));
+        sock.set_read_timeout(Some(
+            wait.unwrap_or(Duration::from_secs(60))
+                .max(Duration::from_millis(1)),
+        ))?;
         match sock.read(&mut buf) {
-            Ok(0) => return Ok(println!("agent went away")),
+            Ok(0) => {
+                println!("agent went away");
+                return Ok(());
+            }
             Ok(n) => link.handle_input(Instant::now(), &buf[..n]),
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
             Err(e) => return Err(e),

@@ -350,7 +350,7 @@ impl Args {
     }
 
     /// Fails on arguments that no parameter took.
-    fn finish(mut self) -> Result<(), String> {
+    fn finish(self) -> Result<(), String> {
         let extra = self.positional.len();
         if extra > 0 {
             let (bound, given) = (self.bound, self.bound + extra);

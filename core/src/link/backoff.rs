@@ -69,6 +69,7 @@ impl Backoff {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // a base instant for tests; time is then passed in
 mod tests {
     use super::*;
 
