@@ -267,11 +267,15 @@ impl Hub {
             return;
         };
         let addr = entry.peer.addr;
-        if !(ok && v.prechecks_ok) {
-            let reason = if v.prechecks_ok {
-                "wrong secret".to_string()
-            } else {
+        // The agent may have been removed while its secret was being verified.
+        let still_registered = self.agents.contains_key(&v.agent_id);
+        if !(ok && v.prechecks_ok && still_registered) {
+            let reason = if !v.prechecks_ok {
                 v.precheck_failure
+            } else if !still_registered {
+                "agent removed during authentication".to_string()
+            } else {
+                "wrong secret".to_string()
             };
             self.out.push_back(HubAction::Event(HubEvent::AuthFailed {
                 agent_id: v.agent_id,
