@@ -11,5 +11,6 @@ pub mod link;
 pub mod machine;
 pub mod net;
 pub mod perm;
+pub mod relay;
 pub mod rng;
 pub mod session;
