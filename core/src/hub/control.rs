@@ -79,6 +79,7 @@ impl Hub {
         };
         let user = s.user.clone();
         let perms = s.perms;
+        let uid = s.uid;
         match body {
             Body::Ping(p) => self.send_body(conn, Body::Pong(pb::Pong { data: p.data })),
             Body::Pong(p) => {
@@ -92,7 +93,7 @@ impl Hub {
                 self.forget(now, conn, b.reason);
             }
             Body::ListAgentsRequest(r) => {
-                if let Err(d) = perm::authorize(&user, perms, &Operation::ListAgents) {
+                if let Err(d) = perm::authorize(&user, uid, perms, &Operation::ListAgents) {
                     return self.control_error(conn, r.request_id, Code::Access, d.to_string());
                 }
                 let limit = match r.limit as usize {
@@ -132,7 +133,7 @@ impl Hub {
                 );
             }
             Body::RegisterAgentRequest(r) => {
-                if let Err(d) = perm::authorize(&user, perms, &Operation::RegisterAgent) {
+                if let Err(d) = perm::authorize(&user, uid, perms, &Operation::RegisterAgent) {
                     return self.control_error(conn, r.request_id, Code::Access, d.to_string());
                 }
                 if let Err(e) = validate_agent_id(&r.agent_id) {
@@ -192,7 +193,7 @@ impl Hub {
                 );
             }
             Body::RemoveAgentRequest(r) => {
-                if let Err(d) = perm::authorize(&user, perms, &Operation::RemoveAgent) {
+                if let Err(d) = perm::authorize(&user, uid, perms, &Operation::RemoveAgent) {
                     return self.control_error(conn, r.request_id, Code::Access, d.to_string());
                 }
                 let Some(agent) = self.agents.get(&r.agent_id) else {
@@ -220,7 +221,7 @@ impl Hub {
                 );
             }
             Body::SetAgentDataRequest(r) => {
-                if let Err(d) = perm::authorize(&user, perms, &Operation::SetAgentData) {
+                if let Err(d) = perm::authorize(&user, uid, perms, &Operation::SetAgentData) {
                     return self.control_error(conn, r.request_id, Code::Access, d.to_string());
                 }
                 if serde_json::from_str::<serde_json::Value>(&r.value_json).is_err() {
@@ -252,7 +253,7 @@ impl Hub {
                     }),
                 );
             }
-            Body::RunCommandRequest(r) => self.run_command(now, conn, &user, perms, r),
+            Body::RunCommandRequest(r) => self.run_command(now, conn, &user, uid, perms, r),
             Body::Cancel(c) => {
                 let Some(cmd) = self.commands.get(&c.command_id) else {
                     return self.control_error(
@@ -264,6 +265,7 @@ impl Hub {
                 };
                 if let Err(d) = perm::authorize(
                     &user,
+                    uid,
                     perms,
                     &Operation::CancelCommand {
                         issued_by: &cmd.issued_by,
@@ -295,10 +297,11 @@ impl Hub {
         now: Instant,
         conn: ConnId,
         user: &str,
+        uid: u64,
         perms: Permissions,
         r: pb::RunCommandRequest,
     ) {
-        if let Err(d) = perm::authorize(user, perms, &Operation::RunCommand) {
+        if let Err(d) = perm::authorize(user, uid, perms, &Operation::RunCommand) {
             return self.control_error(conn, r.request_id, Code::Access, d.to_string());
         }
         let Some(agent) = self.agents.get(&r.agent_id) else {
