@@ -477,3 +477,7 @@ impl Hub {
             .ok_or_else(|| DomainError::Param(format!("no channel {chid}")))
     }
 }
+
+#[cfg(test)]
+#[path = "domain_tests.rs"]
+mod tests;
