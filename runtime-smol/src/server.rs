@@ -202,15 +202,14 @@ impl HubServer {
             }
             None => None,
         };
-        let task = smol::spawn(hub_task(
-            hub,
-            store,
-            input_rx,
-            verify_tx,
+        let outlets = Outlets {
+            writers: HashMap::new(),
+            verify: verify_tx,
             events,
-            relay_commands,
-            opts.conn_queue_bytes,
-        ));
+            relay: relay_commands,
+            queue_limit: opts.conn_queue_bytes,
+        };
+        let task = smol::spawn(hub_task(hub, store, input_rx, outlets));
         let ids = Arc::new(AtomicU64::new(1));
         let mut accept_tasks = vec![smol::spawn(accept_loop(
             listeners.native,
@@ -453,40 +452,37 @@ async fn shuttle<S>(
     let _ = hub.send(Input::Closed { conn }).await;
 }
 
+/// What the hub task performs actions on.
+struct Outlets {
+    writers: HashMap<ConnId, Writer>,
+    verify: Sender<VerifyJob>,
+    events: Option<Sender<HubEvent>>,
+    relay: Option<Box<dyn FnMut(RelayCommand) + Send>>,
+    queue_limit: usize,
+}
+
 async fn hub_task(
     mut hub: Hub,
     mut store: SqliteStore,
     input: Receiver<Input>,
-    verify: Sender<VerifyJob>,
-    events: Option<Sender<HubEvent>>,
-    mut relay: Option<Box<dyn FnMut(RelayCommand) + Send>>,
-    queue_limit: usize,
+    mut outlets: Outlets,
 ) -> io::Result<()> {
-    let mut writers: HashMap<ConnId, Writer> = HashMap::new();
     let mut shutting_down = false;
-    // Changes left over from `load` (pending commands finished as failed).
+    // Changes left over from `load` (pending commands finished as failed) come first.
     let mut actions: Vec<HubAction> = Vec::new();
     loop {
         while let Some(a) = hub.poll_action() {
             actions.push(a);
         }
         if !actions.is_empty() {
-            store = persist_then_perform(
-                store,
-                &mut hub,
-                &mut actions,
-                &mut writers,
-                &verify,
-                events.as_ref(),
-                &mut relay,
-                queue_limit,
-            )
-            .await?;
-            continue; // performing may not produce actions, but verified/closed inputs may
+            store = outlets
+                .persist_then_perform(store, &mut hub, &mut actions)
+                .await?;
+            continue; // performing may close slow consumers, which produces actions
         }
         if shutting_down {
-            // Let the connection tasks flush their Byes.
-            writers.clear();
+            // Dropping the writers lets the connection tasks flush their Byes and close.
+            outlets.writers.clear();
             return Ok(());
         }
         let deadline = hub.poll_timeout();
@@ -506,11 +502,11 @@ async fn hub_task(
             None => return Ok(()), // every sender is gone
             Some(None) => {}
             Some(Some(first)) => {
-                apply_input(&mut hub, now, first, &mut writers, &mut shutting_down);
+                outlets.apply_input(&mut hub, now, first, &mut shutting_down);
                 // Take what else is waiting, so that persists batch up.
                 for _ in 0..1024 {
                     match input.try_recv() {
-                        Ok(i) => apply_input(&mut hub, now, i, &mut writers, &mut shutting_down),
+                        Ok(i) => outlets.apply_input(&mut hub, now, i, &mut shutting_down),
                         Err(_) => break,
                     }
                 }
@@ -520,115 +516,111 @@ async fn hub_task(
     }
 }
 
-fn apply_input(
-    hub: &mut Hub,
-    now: Instant,
-    input: Input,
-    writers: &mut HashMap<ConnId, Writer>,
-    shutting_down: &mut bool,
-) {
-    match input {
-        Input::Accepted { conn, peer, tx, kv } => {
-            if *shutting_down {
-                return;
+impl Outlets {
+    fn apply_input(&mut self, hub: &mut Hub, now: Instant, input: Input, shutting_down: &mut bool) {
+        match input {
+            Input::Accepted { conn, peer, tx, kv } => {
+                if *shutting_down {
+                    return;
+                }
+                self.writers.insert(conn, tx);
+                match kv {
+                    Some(cfg) => hub.accept_kv(now, conn, peer, cfg),
+                    None => hub.accept(now, conn, peer),
+                }
             }
-            writers.insert(conn, tx);
-            match kv {
-                Some(cfg) => hub.accept_kv(now, conn, peer, cfg),
-                None => hub.accept(now, conn, peer),
+            Input::Relay(ev) => hub.handle_relay_event(now, ev),
+            Input::Data { conn, bytes } => hub.handle_input(now, conn, &bytes),
+            Input::Closed { conn } => {
+                self.writers.remove(&conn);
+                hub.handle_closed(now, conn);
             }
-        }
-        Input::Relay(ev) => hub.handle_relay_event(now, ev),
-        Input::Data { conn, bytes } => hub.handle_input(now, conn, &bytes),
-        Input::Closed { conn } => {
-            writers.remove(&conn);
-            hub.handle_closed(now, conn);
-        }
-        Input::Verified { ticket, ok } => hub.handle_verified(now, ticket, ok),
-        Input::Shutdown => {
-            *shutting_down = true;
-            hub.shutdown(now);
+            Input::Verified { ticket, ok } => hub.handle_verified(now, ticket, ok),
+            Input::Shutdown => {
+                *shutting_down = true;
+                hub.shutdown(now);
+            }
         }
     }
-}
 
-async fn persist_then_perform(
-    store: SqliteStore,
-    hub: &mut Hub,
-    actions: &mut Vec<HubAction>,
-    writers: &mut HashMap<ConnId, Writer>,
-    verify: &Sender<VerifyJob>,
-    events: Option<&Sender<HubEvent>>,
-    relay: &mut Option<Box<dyn FnMut(RelayCommand) + Send>>,
-    queue_limit: usize,
-) -> io::Result<SqliteStore> {
-    let changes: Vec<Change> = actions
-        .iter()
-        .filter_map(|a| match a {
-            HubAction::Persist(c) => Some(c.clone()),
-            _ => None,
-        })
-        .collect();
-    let store = if changes.is_empty() {
-        store
-    } else {
-        let (store, result) = smol::unblock(move || {
-            let mut store = store;
-            let r = store.apply_all(&changes);
-            (store, r)
-        })
-        .await;
-        if let Err(e) = result {
-            tracing::error!(error = %e, "storage failed: stopping the hub without acknowledging");
-            return Err(io::Error::other(e));
-        }
-        store
-    };
-    let now = Instant::now();
-    for action in actions.drain(..) {
-        match action {
-            HubAction::Persist(_) => {}
-            HubAction::Send { conn, bytes } => {
-                if let Some(w) = writers.get(&conn) {
-                    let len = bytes.len();
-                    if w.queued.fetch_add(len, Ordering::Relaxed) + len > queue_limit {
-                        tracing::warn!(?conn, "peer does not read fast enough: closing");
-                        writers.remove(&conn);
-                        hub.handle_closed(now, conn);
-                    } else if w.tx.try_send(bytes).is_err() {
-                        writers.remove(&conn);
+    /// Applies every Persist of the batch (one transaction, off the loop), then performs the
+    /// other actions in order.
+    async fn persist_then_perform(
+        &mut self,
+        store: SqliteStore,
+        hub: &mut Hub,
+        actions: &mut Vec<HubAction>,
+    ) -> io::Result<SqliteStore> {
+        let changes: Vec<Change> = actions
+            .iter()
+            .filter_map(|a| match a {
+                HubAction::Persist(c) => Some(c.clone()),
+                _ => None,
+            })
+            .collect();
+        let store = if changes.is_empty() {
+            store
+        } else {
+            let (store, result) = smol::unblock(move || {
+                let mut store = store;
+                let r = store.apply_all(&changes);
+                (store, r)
+            })
+            .await;
+            if let Err(e) = result {
+                tracing::error!(error = %e, "storage failed: stopping the hub without acknowledging");
+                return Err(io::Error::other(e));
+            }
+            store
+        };
+        let now = Instant::now();
+        for action in actions.drain(..) {
+            match action {
+                HubAction::Persist(_) => {}
+                HubAction::Send { conn, bytes } => {
+                    if let Some(w) = self.writers.get(&conn) {
+                        let len = bytes.len();
+                        if w.queued.fetch_add(len, Ordering::Relaxed) + len > self.queue_limit {
+                            tracing::warn!(?conn, "peer does not read fast enough: closing");
+                            self.writers.remove(&conn);
+                            hub.handle_closed(now, conn);
+                        } else if w.tx.try_send(bytes).is_err() {
+                            self.writers.remove(&conn);
+                        }
+                    }
+                }
+                HubAction::Close { conn, reason } => {
+                    tracing::debug!(?conn, %reason, "closing connection");
+                    // Dropping the sender lets the writer flush what is queued, then close.
+                    self.writers.remove(&conn);
+                }
+                HubAction::VerifySecret {
+                    ticket,
+                    secret_hash,
+                    secret,
+                } => {
+                    let _ = self.verify.try_send(VerifyJob {
+                        ticket,
+                        hash: secret_hash,
+                        secret,
+                    });
+                }
+                HubAction::Relay(cmd) => match self.relay.as_mut() {
+                    Some(send) => send(cmd),
+                    None => {
+                        tracing::debug!(?cmd, "no relay attached: membership change not forwarded")
+                    }
+                },
+                HubAction::Event(e) => {
+                    log_event(&e);
+                    if let Some(tx) = &self.events {
+                        let _ = tx.try_send(e);
                     }
                 }
             }
-            HubAction::Close { conn, reason } => {
-                tracing::debug!(?conn, %reason, "closing connection");
-                // Dropping the sender lets the writer flush what is queued, then close.
-                writers.remove(&conn);
-            }
-            HubAction::VerifySecret {
-                ticket,
-                secret_hash,
-                secret,
-            } => {
-                let _ = verify.try_send(VerifyJob {
-                    ticket,
-                    hash: secret_hash,
-                    secret,
-                });
-            }
-            HubAction::Relay(cmd) => match relay.as_mut() {
-                Some(send) => send(cmd),
-                None => tracing::debug!(?cmd, "no relay attached: membership change not forwarded"),
-            },
-            HubAction::Event(e) => {
-                log_event(&e);
-                if let Some(tx) = events {
-                    let _ = tx.try_send(e);
-                }
-            }
         }
+        Ok(store)
     }
-    Ok(store)
 }
 
 fn log_event(e: &HubEvent) {

@@ -109,15 +109,15 @@ impl Hub {
             );
         }
         for (chid, uid) in members {
-            if let Some(c) = d.channels.get_mut(&chid) {
-                if d.users.contains_key(&uid) {
-                    c.members.insert(uid);
-                    self.out.push_back(HubAction::Relay(RelayCommand::Join {
-                        channel: chid,
-                        uid,
-                        token: None,
-                    }));
-                }
+            if let Some(c) = d.channels.get_mut(&chid)
+                && d.users.contains_key(&uid)
+            {
+                c.members.insert(uid);
+                self.out.push_back(HubAction::Relay(RelayCommand::Join {
+                    channel: chid,
+                    uid,
+                    token: None,
+                }));
             }
         }
         if !self.domain.names.contains_key(&self.cfg.admin_user) {

@@ -85,15 +85,15 @@ impl Hub {
         signature: Option<Signed>,
     ) -> KvReply {
         let acting = request.actor();
-        if let (Some(uid), Some(sig)) = (acting, signature.as_ref()) {
-            if !self.kv_signature_ok(now, uid, sig) {
-                tracing::info!(
-                    uid,
-                    ?request,
-                    "KV request with a missing, stale or bad signature refused"
-                );
-                return KvReply::Err(4);
-            }
+        if let (Some(uid), Some(sig)) = (acting, signature.as_ref())
+            && !self.kv_signature_ok(now, uid, sig)
+        {
+            tracing::info!(
+                uid,
+                ?request,
+                "KV request with a missing, stale or bad signature refused"
+            );
+            return KvReply::Err(4);
         }
         let (name, perms) = match acting {
             Some(uid) => self.kv_actor(uid),
