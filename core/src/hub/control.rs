@@ -1,7 +1,6 @@
 //! Operator sessions in the hub: control requests, authorised by the one authorisation
 //! function ([`crate::perm::authorize`]).
 
-use std::collections::BTreeMap;
 use std::time::Instant;
 
 use switchboard_proto as pb;
@@ -10,8 +9,7 @@ use switchboard_proto::message::Message as Body;
 
 use super::domain::{Actor, DomainError};
 use super::{
-    ActiveCommand, AgentEntry, AgentRecord, Change, CommandRecord, CommandStatus, Conn, ConnId,
-    Hub, HubAction, HubEvent,
+    ActiveCommand, Change, CommandRecord, CommandStatus, Conn, ConnId, Hub, HubAction, HubEvent,
 };
 use crate::link::keepalive::KeepaliveStep;
 use crate::link::msg;
@@ -160,31 +158,7 @@ impl Hub {
                         format!("invalid network {bad:?}"),
                     );
                 }
-                let last_seen = self
-                    .agents
-                    .get(&r.agent_id)
-                    .map_or(0, |a| a.record.last_seen_unix_ms);
-                let record = AgentRecord {
-                    agent_id: r.agent_id.clone(),
-                    secret_hash: r.secret_hash,
-                    allowed_networks: r.allowed_networks,
-                    last_seen_unix_ms: last_seen,
-                };
-                self.out
-                    .push_back(HubAction::Persist(Change::AgentRegistered(record.clone())));
-                match self.agents.get_mut(&r.agent_id) {
-                    Some(a) => a.record = record,
-                    None => {
-                        self.agents.insert(
-                            r.agent_id.clone(),
-                            AgentEntry {
-                                record,
-                                data: BTreeMap::new(),
-                                conn: None,
-                            },
-                        );
-                    }
-                }
+                self.register_agent(r.agent_id.clone(), r.secret_hash, r.allowed_networks);
                 self.send_body(
                     conn,
                     Body::RegisterAgentResponse(pb::RegisterAgentResponse {
