@@ -320,6 +320,7 @@ pub(crate) struct PendingVerify {
 ///             let ok = verify(secret_hash.as_deref(), &secret);
 ///             hub.handle_verified(Instant::now(), ticket, ok);
 ///         }
+///         HubAction::Relay(cmd) => println!("to the UDP relay: {cmd:?}"),
 ///         HubAction::Event(e) => println!("{e:?}"),
 ///     }
 /// }
