@@ -23,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
     hub.handle_input(now, ConnId(1), &frame::encode(&msg::client_hello("a", "s")));
     let mut closed = BTreeSet::new();
     let mut t = now;
-    let mut drain = |hub: &mut Hub, t: Instant, closed: &mut BTreeSet<ConnId>| {
+    let drain = |hub: &mut Hub, t: Instant, closed: &mut BTreeSet<ConnId>| {
         while let Some(a) = hub.poll_action() {
             match a {
                 HubAction::Send { conn, .. } => assert!(!closed.contains(&conn), "send after close on {conn:?}"),
