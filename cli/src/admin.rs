@@ -71,7 +71,7 @@ enum AdminCommand {
         agent: String,
         /// Operation, e.g. echo.Echo, command.Run, data.Show.
         operation: String,
-        /// Command data as the real peers carry it: {"[args]": [...], "keyword": value}.
+        /// Command data as the real peers carry it: `{"[args]": [...], "keyword": value}`.
         #[arg(default_value = "{}")]
         json_args: String,
     },
