@@ -4,6 +4,32 @@
 //! Control plane vs data path (firezone's relay split): membership changes arrive from the hub
 //! as [`RelayCommand`]s and leave as [`RelayEvent`]s; the data path returns its forwarding
 //! decision inline, allocating nothing per packet. Timers (60-second member expiry) stay timers.
+//!
+//! - [`packet`]: the 512-byte KV packets (parse borrowed, write into caller-owned buffers).
+//! - [`Relay`]: the machine (commands in, [`Route`] decisions inline, events and expiry out).
+//! - [`control`]: hub commands as HMAC-signed system packets, for a relay in its own process.
+//!
+//! Security model (an improvement over the KV prototype): knowing a uid is not enough to inject
+//! into a channel or hijack a member. A member's packets are accepted only from the address bound
+//! to it; a member given a join token binds only with a JOIN packet carrying it. The token is a
+//! bearer secret sent in clear over UDP: an on-path attacker who sees it can replay the JOIN, as
+//! with any unencrypted UDP voice protocol. A KV client without a token binds on its first packet
+//! after the hub's JOIN, which an attacker who races it can win (the prototype's weakness, kept
+//! for compatibility).
+
+pub mod control;
+pub mod packet;
+// `relay::relay` is the brief's file layout; everything is re-exported here.
+#[allow(clippy::module_inception)]
+mod relay;
+
+pub use control::{
+    CommandKey, CommandSigner, CommandVerifier, ControlCounters, ControlError, VerifiedCommand,
+};
+pub use packet::{
+    Operation, PACKET_LEN, Packet, PacketError, SystemPacket, USER_DATA_LEN, UserPacket,
+};
+pub use relay::{CommandError, DropCounters, DropReason, Relay, RelayConfig, Route, Targets};
 
 /// A channel id (the KV protocol's `chid`).
 pub type ChannelId = u64;
