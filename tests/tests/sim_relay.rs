@@ -17,13 +17,16 @@ use switchboard_tests::sim::for_each_seed;
 const FILE: &str = "sim_relay";
 const CH: u64 = 7;
 
+/// A datagram in flight: (from, to or None for the relay, bytes).
+type Datagram = (SocketAddr, Option<SocketAddr>, Vec<u8>);
+
 /// A datagram network: each datagram is lost, duplicated or delayed (so reordered) at random.
 struct Udp {
     rng: ChaCha8Rng,
     loss: f64,
     dup: f64,
     /// (deliver at, seq) -> (from, to, bytes); `to` = None means "to the relay".
-    queue: BTreeMap<(Instant, u64), (SocketAddr, Option<SocketAddr>, Vec<u8>)>,
+    queue: BTreeMap<(Instant, u64), Datagram>,
     seq: u64,
 }
 
