@@ -203,7 +203,7 @@ pub struct ControlCounters {
     pub accepted: u64,
     /// Malformed packets and packets that carry no command.
     pub malformed: u64,
-    /// Unsigned or badly signed packets.
+    /// Unsigned (no known scheme version) or badly signed packets.
     pub bad_signature: u64,
     /// Stale or replayed packets.
     pub replayed: u64,
@@ -253,7 +253,9 @@ impl CommandVerifier {
                 self.counters.accepted += 1;
                 self.last_sequence = Some(cmd.sequence);
             }
-            Err(ControlError::BadSignature) => self.counters.bad_signature += 1,
+            Err(ControlError::BadSignature | ControlError::UnsupportedScheme) => {
+                self.counters.bad_signature += 1
+            }
             Err(ControlError::Stale { .. } | ControlError::Replayed { .. }) => {
                 self.counters.replayed += 1
             }
