@@ -22,6 +22,14 @@ pub struct ServeArgs {
     /// requires HMAC-signed requests. "off" disables it.
     #[arg(long, default_value = "127.0.0.1:8085")]
     kv_listen: String,
+    /// The UDP relay: "local" (a thread of this process, channel sockets bound to
+    /// --relay-bind), "off", or the control address of a `switchboard relay` process
+    /// (commands signed with DATA_DIR/relay.key).
+    #[arg(long, default_value = "local")]
+    relay: String,
+    /// Address the local relay's channel sockets bind to.
+    #[arg(long, default_value = "0.0.0.0")]
+    relay_bind: std::net::IpAddr,
     /// UDP ports for voice channels, FIRST-LAST.
     #[arg(long, default_value = "50000-50999")]
     relay_ports: String,
@@ -67,6 +75,27 @@ pub fn run(args: ServeArgs) -> io::Result<ExitCode> {
                 ))
             }
         };
+        let (relay, _relay_handle) = match args.relay.as_str() {
+            "off" => (None, None),
+            "local" => {
+                let (bridge, handle) = crate::relay_cmd::local(args.relay_bind)?;
+                (Some(bridge), Some(handle))
+            }
+            addr => {
+                let control: std::net::SocketAddr = addr.parse().map_err(|_| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("--relay {addr:?}: want local, off or HOST:PORT"),
+                    )
+                })?;
+                let key = crate::relay_cmd::ensure_key(&dir)?;
+                println!(
+                    "switchboard: channel commands go to the relay at {control} (signed with {})",
+                    dir.join(crate::relay_cmd::KEY_FILE).display()
+                );
+                (Some(crate::relay_cmd::remote(control, key)?), None)
+            }
+        };
         let server = HubServer::start_with(
             opts,
             store,
@@ -74,7 +103,7 @@ pub fn run(args: ServeArgs) -> io::Result<ExitCode> {
                 native: listener,
                 kv,
             },
-            None,
+            relay,
             None,
         )?;
         data.record_addr(server.local_addr)?;
