@@ -113,6 +113,7 @@ pub fn run(args: ServeArgs) -> io::Result<ExitCode> {
             dir.display()
         );
         if let Some(a) = server.kv_addr {
+            std::fs::write(dir.join("kv.addr"), format!("{a}\n"))?;
             let how = if a.ip().is_loopback() {
                 "unsigned, loopback only"
             } else {
