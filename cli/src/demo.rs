@@ -29,6 +29,9 @@ pub struct DemoArgs {
     keep: bool,
 }
 
+/// Member expiry of the demo's relay (60 s in production, shortened to show it).
+const VOICE_EXPIRY: Duration = Duration::from_secs(2);
+
 /// What the demo expects of one command.
 struct Expect {
     label: String,
@@ -66,7 +69,27 @@ async fn demo(dir: &std::path::Path) -> io::Result<ExitCode> {
     opts.hub.link.ping_interval = Duration::from_secs(2);
     let listener = async_net::TcpListener::bind("127.0.0.1:0").await?;
     let (events_tx, events_rx) = async_channel::bounded::<HubEvent>(10_000);
-    let server = HubServer::start(opts, data.store()?, listener, Some(events_tx))?;
+    // A voice relay in this process, with a short member expiry so the demo can show it.
+    let first_port = std::net::UdpSocket::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    opts.hub.relay_ports = (first_port, 1);
+    let relay_cfg = switchboard_runtime_mio::RelayServerConfig {
+        bind_ip: [127, 0, 0, 1].into(),
+        relay: switchboard_core::relay::RelayConfig {
+            member_expiry: VOICE_EXPIRY,
+            sweep_interval: Duration::from_millis(250),
+            ..switchboard_core::relay::RelayConfig::default()
+        },
+        ..switchboard_runtime_mio::RelayServerConfig::default()
+    };
+    let (relay, relay_handle) = crate::relay_cmd::local_with(relay_cfg)?;
+    let listeners = switchboard_runtime_smol::server::Listeners {
+        native: listener,
+        kv: None,
+    };
+    let server =
+        HubServer::start_with(opts, data.store()?, listeners, Some(relay), Some(events_tx))?;
     let addr = server.local_addr.to_string();
     println!(
         "hub listening on {addr} (mutual TLS, data dir {})",
@@ -303,6 +326,17 @@ async fn demo(dir: &std::path::Path) -> io::Result<ExitCode> {
         );
     }
     println!();
+
+    // The voice channel.
+    let voice_ok = match crate::demo_voice::run(&mut admin, &events_rx, VOICE_EXPIRY).await {
+        Ok(ok) => ok,
+        Err(e) => {
+            println!("voice channel: {e}");
+            false
+        }
+    };
+    all_ok &= voice_ok;
+    relay_handle.shutdown();
 
     stop_tx.close();
     for t in agent_tasks {

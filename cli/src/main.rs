@@ -5,6 +5,7 @@ mod admin;
 mod agent_cmd;
 mod datadir;
 mod demo;
+mod demo_voice;
 mod loadgen;
 mod relay_cmd;
 mod serve;

@@ -69,10 +69,14 @@ fn forward_events(
 
 /// Starts the relay loop in its own thread; returns the hub's bridge to it and its handle.
 pub fn local(bind_ip: IpAddr) -> io::Result<(RelayBridge, RelayHandle)> {
-    let cfg = RelayServerConfig {
+    local_with(RelayServerConfig {
         bind_ip,
         ..RelayServerConfig::default()
-    };
+    })
+}
+
+/// [`local`] with a chosen configuration (the demo shortens member expiry).
+pub fn local_with(cfg: RelayServerConfig) -> io::Result<(RelayBridge, RelayHandle)> {
     let (server, handle, events) = RelayServer::new(cfg)?;
     tracing::info!(
         send_path = server.send_path().name(),
