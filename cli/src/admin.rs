@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use switchboard_core::perm::Permissions;
 use switchboard_proto as pb;
 use switchboard_proto::command_result::Status;
 use switchboard_proto::message::Message as Body;
@@ -70,15 +71,40 @@ enum AdminCommand {
         agent: String,
         /// Operation, e.g. echo.Echo, command.Run, data.Show.
         operation: String,
-        /// Command data as the real peers carry it: {"[args]": [...], "keyword": value}.
+        /// Command data as the real peers carry it: `{"[args]": [...], "keyword": value}`.
         #[arg(default_value = "{}")]
         json_args: String,
     },
+    /// Users: list them, or `users add NAME --perms ...`, or `users remove UID`.
+    Users {
+        #[command(subcommand)]
+        action: Option<UsersAction>,
+    },
+    /// Channels with owner, UDP port and members.
+    Channels,
     /// The newest entries of the command log (read from the database).
     Commands {
         /// How many.
         #[arg(long, default_value_t = 20)]
         limit: usize,
+    },
+}
+
+#[derive(clap::Subcommand)]
+enum UsersAction {
+    /// Register a user; prints its uid alone on the last line.
+    Add {
+        /// Name.
+        name: String,
+        /// Comma-separated permissions: add_channel, rm_channel, add_user, kick_user,
+        /// register_user, delete_user, run_command, manage_agents, open_stream, or admin.
+        #[arg(long, default_value = "")]
+        perms: String,
+    },
+    /// Unregister a user.
+    Remove {
+        /// The uid.
+        uid: u64,
     },
 }
 
@@ -182,6 +208,117 @@ pub fn run(args: AdminArgs) -> io::Result<ExitCode> {
                         .call(rid, Body::SetAgentDataRequest(req), CALL_TIMEOUT)
                         .await?,
                 )?;
+                ExitCode::SUCCESS
+            }
+            AdminCommand::Users { action: None } => {
+                println!("{:>10}  {:<24} permissions", "uid", "name");
+                let mut after = 0;
+                loop {
+                    let rid = client.request_id();
+                    let req = pb::ListUsersRequest {
+                        request_id: rid,
+                        after_uid: after,
+                    };
+                    let Body::ListUsersResponse(r) = check(
+                        client
+                            .call(rid, Body::ListUsersRequest(req), CALL_TIMEOUT)
+                            .await?,
+                    )?
+                    else {
+                        return Err(unexpected());
+                    };
+                    for u in &r.users {
+                        println!(
+                            "{:>10}  {:<24} {}",
+                            u.uid,
+                            u.name,
+                            Permissions(u.permissions)
+                        );
+                    }
+                    match r.users.last() {
+                        Some(last) if r.more => after = last.uid,
+                        _ => break,
+                    }
+                }
+                ExitCode::SUCCESS
+            }
+            AdminCommand::Users {
+                action: Some(UsersAction::Add { name, perms }),
+            } => {
+                let permissions = Permissions::parse_list(&perms)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+                let rid = client.request_id();
+                let req = pb::RegisterUserRequest {
+                    request_id: rid,
+                    name: name.clone(),
+                    permissions: permissions.0,
+                };
+                let Body::RegisterUserResponse(r) = check(
+                    client
+                        .call(rid, Body::RegisterUserRequest(req), CALL_TIMEOUT)
+                        .await?,
+                )?
+                else {
+                    return Err(unexpected());
+                };
+                eprintln!(
+                    "registered {name} with {permissions}; KV control key {}",
+                    r.control_key
+                );
+                println!("{}", r.uid);
+                ExitCode::SUCCESS
+            }
+            AdminCommand::Users {
+                action: Some(UsersAction::Remove { uid }),
+            } => {
+                let rid = client.request_id();
+                check(
+                    client
+                        .call(
+                            rid,
+                            Body::RemoveUserRequest(pb::RemoveUserRequest {
+                                request_id: rid,
+                                uid,
+                            }),
+                            CALL_TIMEOUT,
+                        )
+                        .await?,
+                )?;
+                println!("removed user {uid}");
+                ExitCode::SUCCESS
+            }
+            AdminCommand::Channels => {
+                println!("{:>10}  {:>10}  {:>6}  members", "channel", "owner", "port");
+                let mut after = 0;
+                loop {
+                    let rid = client.request_id();
+                    let req = pb::ListChannelsRequest {
+                        request_id: rid,
+                        after_chid: after,
+                    };
+                    let Body::ListChannelsResponse(r) = check(
+                        client
+                            .call(rid, Body::ListChannelsRequest(req), CALL_TIMEOUT)
+                            .await?,
+                    )?
+                    else {
+                        return Err(unexpected());
+                    };
+                    for c in &r.channels {
+                        let members: Vec<String> = c.members.iter().map(u64::to_string).collect();
+                        println!(
+                            "{:>10}  {:>10}  {:>6}  {}",
+                            c.chid,
+                            c.owner,
+                            c.port,
+                            members.join(",")
+                        );
+                    }
+                    match r.channels.last() {
+                        Some(last) if r.more => after = last.chid,
+                        _ => break,
+                    }
+                }
                 ExitCode::SUCCESS
             }
             AdminCommand::Run {

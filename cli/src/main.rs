@@ -6,6 +6,7 @@ mod agent_cmd;
 mod datadir;
 mod demo;
 mod loadgen;
+mod relay_cmd;
 mod serve;
 
 use std::path::PathBuf;
@@ -37,6 +38,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Load generators (bounded in count and time, loopback only).
     Loadgen(loadgen::LoadgenArgs),
+    /// Run the UDP channel relay as its own process, taking the hub's signed commands.
+    Relay(relay_cmd::RelayArgs),
 }
 
 /// Where the data dir is, for the commands that use one.
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
         Command::Agent(a) => agent_cmd::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Loadgen(a) => loadgen::run(a),
+        Command::Relay(a) => relay_cmd::run(a),
     };
     match result {
         Ok(code) => code,

@@ -3,8 +3,9 @@
 use std::io;
 use std::process::ExitCode;
 
+use switchboard_core::kv::KvConfig;
 use switchboard_runtime_smol::client::seed;
-use switchboard_runtime_smol::server::{HubServer, ServerOptions};
+use switchboard_runtime_smol::server::{HubServer, Listeners, ServerOptions};
 
 use crate::DataDirArg;
 use crate::datadir::DataDir;
@@ -17,6 +18,21 @@ pub struct ServeArgs {
     /// Address of the native protocol (agents and operators, mutual TLS).
     #[arg(long, default_value = "0.0.0.0:8768")]
     listen: String,
+    /// Address of the KV control front (plain TCP, seed 002). Bound anywhere but loopback, it
+    /// requires HMAC-signed requests. "off" disables it.
+    #[arg(long, default_value = "127.0.0.1:8085")]
+    kv_listen: String,
+    /// The UDP relay: "local" (a thread of this process, channel sockets bound to
+    /// --relay-bind), "off", or the control address of a `switchboard relay` process
+    /// (commands signed with DATA_DIR/relay.key).
+    #[arg(long, default_value = "local")]
+    relay: String,
+    /// Address the local relay's channel sockets bind to.
+    #[arg(long, default_value = "0.0.0.0")]
+    relay_bind: std::net::IpAddr,
+    /// UDP ports for voice channels, FIRST-LAST.
+    #[arg(long, default_value = "50000-50999")]
+    relay_ports: String,
     /// Ping interval of agent links, seconds (RedPepper's default is 30).
     #[arg(long, default_value_t = 30)]
     ping_interval: u64,
@@ -36,19 +52,74 @@ pub fn run(args: ServeArgs) -> io::Result<ExitCode> {
     let store = data.store()?;
     let mut opts = ServerOptions::new(data.server_tls()?, seed());
     opts.hub.link.ping_interval = std::time::Duration::from_secs(args.ping_interval.max(1));
+    opts.hub.relay_ports = parse_port_range(&args.relay_ports)?;
     smol::block_on(async {
         let listener = async_net::TcpListener::bind(args.listen.as_str())
             .await
             .map_err(|e| {
                 io::Error::new(e.kind(), format!("cannot listen on {}: {e}", args.listen))
             })?;
-        let server = HubServer::start(opts, store, listener, None)?;
+        let kv = match args.kv_listen.as_str() {
+            "off" => None,
+            addr => {
+                let l = async_net::TcpListener::bind(addr).await.map_err(|e| {
+                    io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
+                })?;
+                let require_signature = !l.local_addr()?.ip().is_loopback();
+                Some((
+                    l,
+                    KvConfig {
+                        require_signature,
+                        ..KvConfig::default()
+                    },
+                ))
+            }
+        };
+        let (relay, _relay_handle) = match args.relay.as_str() {
+            "off" => (None, None),
+            "local" => {
+                let (bridge, handle) = crate::relay_cmd::local(args.relay_bind)?;
+                (Some(bridge), Some(handle))
+            }
+            addr => {
+                let control: std::net::SocketAddr = addr.parse().map_err(|_| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("--relay {addr:?}: want local, off or HOST:PORT"),
+                    )
+                })?;
+                let key = crate::relay_cmd::ensure_key(&dir)?;
+                println!(
+                    "switchboard: channel commands go to the relay at {control} (signed with {})",
+                    dir.join(crate::relay_cmd::KEY_FILE).display()
+                );
+                (Some(crate::relay_cmd::remote(control, key)?), None)
+            }
+        };
+        let server = HubServer::start_with(
+            opts,
+            store,
+            Listeners {
+                native: listener,
+                kv,
+            },
+            relay,
+            None,
+        )?;
         data.record_addr(server.local_addr)?;
         println!(
             "switchboard: hub listening on {} (data dir {})",
             server.local_addr,
             dir.display()
         );
+        if let Some(a) = server.kv_addr {
+            let how = if a.ip().is_loopback() {
+                "unsigned, loopback only"
+            } else {
+                "HMAC-signed requests required"
+            };
+            println!("switchboard: KV control front on {a} ({how})");
+        }
         let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
         ctrlc::set_handler(move || {
             let _ = stop_tx.try_send(());
@@ -62,4 +133,23 @@ pub fn run(args: ServeArgs) -> io::Result<ExitCode> {
             .await?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Parses "FIRST-LAST" into (first, count).
+pub fn parse_port_range(s: &str) -> io::Result<(u16, u16)> {
+    let bad = || {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("bad port range {s:?} (want FIRST-LAST)"),
+        )
+    };
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let (a, b): (u16, u16) = (
+        a.trim().parse().map_err(|_| bad())?,
+        b.trim().parse().map_err(|_| bad())?,
+    );
+    if a == 0 || b < a {
+        return Err(bad());
+    }
+    Ok((a, b - a + 1))
 }

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod hub;
+pub mod kv;
 pub mod link;
 pub mod machine;
 pub mod net;

@@ -111,6 +111,32 @@ pub enum Operation<'a> {
         /// Who issued the command.
         issued_by: &'a str,
     },
+    /// Create a channel.
+    CreateChannel,
+    /// Delete a channel owned by `owner`.
+    DeleteChannel {
+        /// The channel's owner (uid).
+        owner: u64,
+    },
+    /// Make `target` join a channel.
+    JoinChannel {
+        /// Who joins (uid).
+        target: u64,
+    },
+    /// Make `target` leave a channel.
+    LeaveChannel {
+        /// Who leaves (uid).
+        target: u64,
+    },
+    /// Register a new user with chosen permissions (open registration, auid 0, needs nothing).
+    RegisterUser,
+    /// Unregister `target`.
+    UnregisterUser {
+        /// Who is removed (uid).
+        target: u64,
+    },
+    /// Read-only channel queries (GET_PORT, GET_CHANNELS): no permission needed.
+    ListChannels,
 }
 
 /// Why an operation was refused.
@@ -124,7 +150,15 @@ pub struct Denied {
 }
 
 /// The one authorisation function of the hub: may `user` with `perms` perform `op`?
-pub fn authorize(user: &str, perms: Permissions, op: &Operation<'_>) -> Result<(), Denied> {
+///
+/// `user` is the actor's name and `uid` its user id (0 if it has none); the seed's exceptions are
+/// encoded here: owners delete their own channels, users join/leave/unregister themselves.
+pub fn authorize(
+    user: &str,
+    uid: u64,
+    perms: Permissions,
+    op: &Operation<'_>,
+) -> Result<(), Denied> {
     let (operation, ok, needs) = match op {
         Operation::ListAgents => (
             "ListAgents",
@@ -157,6 +191,37 @@ pub fn authorize(user: &str, perms: Permissions, op: &Operation<'_>) -> Result<(
                 || perms.contains(Permissions::MANAGE_AGENTS),
             "run_command (own commands) or manage_agents",
         ),
+        Operation::CreateChannel => (
+            "CreateChannel",
+            perms.contains(Permissions::ADD_CHANNEL),
+            "add_channel",
+        ),
+        Operation::DeleteChannel { owner } => (
+            "DeleteChannel",
+            (uid != 0 && *owner == uid) || perms.contains(Permissions::RM_CHANNEL),
+            "rm_channel (or owning the channel)",
+        ),
+        Operation::JoinChannel { target } => (
+            "JoinChannel",
+            (uid != 0 && *target == uid) || perms.contains(Permissions::ADD_USER),
+            "add_user (to add someone else)",
+        ),
+        Operation::LeaveChannel { target } => (
+            "LeaveChannel",
+            (uid != 0 && *target == uid) || perms.contains(Permissions::KICK_USER),
+            "kick_user (to remove someone else)",
+        ),
+        Operation::RegisterUser => (
+            "RegisterUser",
+            perms.contains(Permissions::REGISTER_USER),
+            "register_user",
+        ),
+        Operation::UnregisterUser { target } => (
+            "UnregisterUser",
+            (uid != 0 && *target == uid) || perms.contains(Permissions::DELETE_USER),
+            "delete_user (to remove someone else)",
+        ),
+        Operation::ListChannels => ("ListChannels", true, "nothing"),
     };
     if ok {
         Ok(())
@@ -180,16 +245,23 @@ mod tests {
             Operation::CancelCommand { issued_by: "bob" },
         ];
         for op in &ops {
-            assert!(authorize("alice", Permissions::NONE, op).is_err(), "{op:?}");
-            assert!(authorize("alice", Permissions::ADMIN, op).is_ok(), "{op:?}");
             assert!(
-                authorize("alice", Permissions::ADD_CHANNEL, op).is_err(),
+                authorize("alice", 7, Permissions::NONE, op).is_err(),
+                "{op:?}"
+            );
+            assert!(
+                authorize("alice", 7, Permissions::ADMIN, op).is_ok(),
+                "{op:?}"
+            );
+            assert!(
+                authorize("alice", 7, Permissions::ADD_CHANNEL, op).is_err(),
                 "{op:?}"
             );
         }
         assert!(
             authorize(
                 "bob",
+                8,
                 Permissions::RUN_COMMAND,
                 &Operation::CancelCommand { issued_by: "bob" }
             )
@@ -198,13 +270,109 @@ mod tests {
         assert!(
             authorize(
                 "alice",
+                7,
                 Permissions::RUN_COMMAND,
                 &Operation::CancelCommand { issued_by: "bob" }
             )
             .is_err()
         );
-        assert!(authorize("alice", Permissions::RUN_COMMAND, &Operation::RegisterAgent).is_err());
-        assert!(authorize("alice", Permissions::RUN_COMMAND, &Operation::ListAgents).is_ok());
+        assert!(
+            authorize(
+                "alice",
+                7,
+                Permissions::RUN_COMMAND,
+                &Operation::RegisterAgent
+            )
+            .is_err()
+        );
+        assert!(authorize("alice", 7, Permissions::RUN_COMMAND, &Operation::ListAgents).is_ok());
+    }
+
+    #[test]
+    fn channel_operations_follow_the_seed() {
+        let (me, other) = (7, 8);
+        let each = [
+            (Operation::CreateChannel, Permissions::ADD_CHANNEL),
+            (
+                Operation::DeleteChannel { owner: other },
+                Permissions::RM_CHANNEL,
+            ),
+            (
+                Operation::JoinChannel { target: other },
+                Permissions::ADD_USER,
+            ),
+            (
+                Operation::LeaveChannel { target: other },
+                Permissions::KICK_USER,
+            ),
+            (Operation::RegisterUser, Permissions::REGISTER_USER),
+            (
+                Operation::UnregisterUser { target: other },
+                Permissions::DELETE_USER,
+            ),
+        ];
+        for (op, needed) in &each {
+            assert!(
+                authorize("me", me, Permissions::NONE, op).is_err(),
+                "{op:?} without {needed}"
+            );
+            assert!(
+                authorize("me", me, *needed, op).is_ok(),
+                "{op:?} with {needed}"
+            );
+            // No other single bit is enough.
+            for (_, bit) in Permissions::NAMED.iter().filter(|(_, b)| b != needed) {
+                assert!(authorize("me", me, *bit, op).is_err(), "{op:?} with {bit}");
+            }
+        }
+        // The seed's exceptions: owners, and acting on oneself.
+        assert!(
+            authorize(
+                "me",
+                me,
+                Permissions::NONE,
+                &Operation::DeleteChannel { owner: me }
+            )
+            .is_ok()
+        );
+        assert!(
+            authorize(
+                "me",
+                me,
+                Permissions::NONE,
+                &Operation::JoinChannel { target: me }
+            )
+            .is_ok()
+        );
+        assert!(
+            authorize(
+                "me",
+                me,
+                Permissions::NONE,
+                &Operation::LeaveChannel { target: me }
+            )
+            .is_ok()
+        );
+        assert!(
+            authorize(
+                "me",
+                me,
+                Permissions::NONE,
+                &Operation::UnregisterUser { target: me }
+            )
+            .is_ok()
+        );
+        // uid 0 is nobody: it owns nothing and is nobody.
+        assert!(
+            authorize(
+                "",
+                0,
+                Permissions::NONE,
+                &Operation::DeleteChannel { owner: 0 }
+            )
+            .is_err()
+        );
+        assert!(authorize("", 0, Permissions::NONE, &Operation::ListChannels).is_ok());
     }
 
     #[test]

@@ -235,6 +235,14 @@ pub fn response_id(m: &Body) -> Option<u64> {
         Body::RunCommandResponse(r) => r.request_id,
         Body::SetAgentDataResponse(r) => r.request_id,
         Body::RemoveAgentResponse(r) => r.request_id,
+        Body::RegisterUserResponse(r) => r.request_id,
+        Body::RemoveUserResponse(r) => r.request_id,
+        Body::ListUsersResponse(r) => r.request_id,
+        Body::CreateChannelResponse(r) => r.request_id,
+        Body::DeleteChannelResponse(r) => r.request_id,
+        Body::JoinChannelResponse(r) => r.request_id,
+        Body::LeaveChannelResponse(r) => r.request_id,
+        Body::ListChannelsResponse(r) => r.request_id,
         _ => return None,
     })
 }

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_channel::{Receiver, Sender};
@@ -22,6 +22,9 @@ use futures_rustls::TlsAcceptor;
 use switchboard_core::hub::{
     Change, ConnId, Hub, HubAction, HubConfig, HubEvent, PeerInfo, VerifyTicket,
 };
+
+use switchboard_core::kv::KvConfig;
+use switchboard_core::relay::{RelayCommand, RelayEvent};
 
 use crate::store::SqliteStore;
 use crate::{pki, secret};
@@ -61,10 +64,12 @@ impl ServerOptions {
 }
 
 enum Input {
+    Relay(RelayEvent),
     Accepted {
         conn: ConnId,
         peer: PeerInfo,
         tx: Writer,
+        kv: Option<KvConfig>,
     },
     Data {
         conn: ConnId,
@@ -96,28 +101,73 @@ struct VerifyJob {
 
 /// A running hub server.
 pub struct HubServer {
-    /// The address it listens on.
+    /// The address of the native protocol.
     pub local_addr: SocketAddr,
+    /// The address of the KV control front, if it runs.
+    pub kv_addr: Option<SocketAddr>,
     input: Sender<Input>,
     task: smol::Task<io::Result<()>>,
-    accept_task: smol::Task<()>,
+    accept_tasks: Vec<smol::Task<()>>,
+}
+
+/// The listeners of a hub.
+pub struct Listeners {
+    /// The native protocol (mutual TLS).
+    pub native: TcpListener,
+    /// The KV control front (plain TCP) and its configuration.
+    pub kv: Option<(TcpListener, KvConfig)>,
+}
+
+/// The hub's link to a UDP relay: commands out, events back.
+pub struct RelayBridge {
+    /// Called with each membership change, in order, after its change is persisted.
+    pub commands: Box<dyn FnMut(RelayCommand) + Send>,
+    /// Events from the relay (member expired, bound, channel failed).
+    pub events: Receiver<RelayEvent>,
 }
 
 impl HubServer {
-    /// Starts the hub on `listener` with the state loaded from `store`. Hub events are also
-    /// sent to `events` if given (dropped when that channel is full).
+    /// Starts the hub on `listener` (the native protocol) with the state loaded from `store`.
+    /// Hub events are also sent to `events` if given (dropped when that channel is full).
     pub fn start(
         opts: ServerOptions,
         store: SqliteStore,
         listener: TcpListener,
         events: Option<Sender<HubEvent>>,
     ) -> io::Result<HubServer> {
-        let local_addr = listener.local_addr()?;
+        Self::start_with(
+            opts,
+            store,
+            Listeners {
+                native: listener,
+                kv: None,
+            },
+            None,
+            events,
+        )
+    }
+
+    /// Starts the hub with every front: the native listener, the KV control listener if given,
+    /// and the bridge to the UDP relay if given.
+    pub fn start_with(
+        opts: ServerOptions,
+        store: SqliteStore,
+        listeners: Listeners,
+        relay: Option<RelayBridge>,
+        events: Option<Sender<HubEvent>>,
+    ) -> io::Result<HubServer> {
+        let local_addr = listeners.native.local_addr()?;
+        let kv_addr = match &listeners.kv {
+            Some((l, _)) => Some(l.local_addr()?),
+            None => None,
+        };
         let now = Instant::now();
         let mut hub = Hub::new(opts.hub.clone(), opts.seed, now, unix_ms_now());
         let state = store.load().map_err(io::Error::other)?;
         tracing::info!(
             agents = state.agents.len(),
+            users = state.users.len(),
+            channels = state.channels.len(),
             max_command_id = state.max_command_id,
             "hub state loaded"
         );
@@ -134,26 +184,63 @@ impl HubServer {
             ))
             .detach();
         }
-        let task = smol::spawn(hub_task(
-            hub,
-            store,
-            input_rx,
-            verify_tx,
+        let relay_commands = match relay {
+            Some(RelayBridge {
+                commands,
+                events: relay_events,
+            }) => {
+                let tx = input_tx.clone();
+                smol::spawn(async move {
+                    while let Ok(ev) = relay_events.recv().await {
+                        if tx.send(Input::Relay(ev)).await.is_err() {
+                            return;
+                        }
+                    }
+                })
+                .detach();
+                Some(commands)
+            }
+            None => None,
+        };
+        let outlets = Outlets {
+            writers: HashMap::new(),
+            verify: verify_tx,
             events,
-            opts.conn_queue_bytes,
-        ));
-        let accept_task = smol::spawn(accept_loop(listener, opts, input_tx.clone()));
+            relay: relay_commands,
+            queue_limit: opts.conn_queue_bytes,
+        };
+        let task = smol::spawn(hub_task(hub, store, input_rx, outlets));
+        let ids = Arc::new(AtomicU64::new(1));
+        let mut accept_tasks = vec![smol::spawn(accept_loop(
+            listeners.native,
+            Front::Native(TlsAcceptor::from(opts.tls.clone())),
+            opts.clone(),
+            ids.clone(),
+            input_tx.clone(),
+        ))];
+        if let Some((l, cfg)) = listeners.kv {
+            accept_tasks.push(smol::spawn(accept_loop(
+                l,
+                Front::Kv(cfg),
+                opts.clone(),
+                ids,
+                input_tx.clone(),
+            )));
+        }
         Ok(HubServer {
             local_addr,
+            kv_addr,
             input: input_tx,
             task,
-            accept_task,
+            accept_tasks,
         })
     }
 
     /// Stops accepting, says Bye to every connection, and waits for the hub task to end.
     pub async fn shutdown(self) -> io::Result<()> {
-        self.accept_task.cancel().await;
+        for t in self.accept_tasks {
+            t.cancel().await;
+        }
         let _ = self.input.send(Input::Shutdown).await;
         self.task.await
     }
@@ -164,7 +251,7 @@ impl HubServer {
         let HubServer {
             input,
             mut task,
-            accept_task,
+            accept_tasks,
             ..
         } = self;
         let ended = async { Some((&mut task).await) }
@@ -176,7 +263,9 @@ impl HubServer {
         match ended {
             Some(r) => r,
             None => {
-                accept_task.cancel().await;
+                for t in accept_tasks {
+                    t.cancel().await;
+                }
                 let _ = input.send(Input::Shutdown).await;
                 task.await
             }
@@ -213,10 +302,23 @@ async fn verify_worker(jobs: Receiver<VerifyJob>, hub: Sender<Input>, dummy: Str
     }
 }
 
-async fn accept_loop(listener: TcpListener, opts: ServerOptions, hub: Sender<Input>) {
-    let acceptor = TlsAcceptor::from(opts.tls.clone());
-    let live = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let mut next_id = 1u64;
+/// Which front a listener serves.
+#[derive(Clone)]
+enum Front {
+    /// The native protocol over mutual TLS.
+    Native(TlsAcceptor),
+    /// The KV control wire over plain TCP.
+    Kv(KvConfig),
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    front: Front,
+    opts: ServerOptions,
+    ids: Arc<AtomicU64>,
+    hub: Sender<Input>,
+) {
+    let live = Arc::new(AtomicUsize::new(0));
     loop {
         let (tcp, addr) = match listener.accept().await {
             Ok(x) => x,
@@ -227,32 +329,37 @@ async fn accept_loop(listener: TcpListener, opts: ServerOptions, hub: Sender<Inp
                 continue;
             }
         };
-        if live.load(std::sync::atomic::Ordering::Relaxed) >= opts.max_connections {
+        if live.load(Ordering::Relaxed) >= opts.max_connections {
             tracing::warn!(%addr, "connection limit reached, refusing");
             continue;
         }
-        let conn = ConnId(next_id);
-        next_id += 1;
+        let conn = ConnId(ids.fetch_add(1, Ordering::Relaxed));
         let _ = tcp.set_nodelay(true);
         let live = live.clone();
-        live.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let fut = connection(
-            conn,
-            tcp,
-            addr,
-            acceptor.clone(),
-            opts.tls_handshake_timeout,
-            hub.clone(),
-        );
+        live.fetch_add(1, Ordering::Relaxed);
+        let hub = hub.clone();
+        let front = front.clone();
+        let handshake_timeout = opts.tls_handshake_timeout;
         smol::spawn(async move {
-            fut.await;
-            live.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            match front {
+                Front::Native(acceptor) => {
+                    native_connection(conn, tcp, addr, acceptor, handshake_timeout, hub).await
+                }
+                Front::Kv(cfg) => {
+                    let peer = PeerInfo {
+                        addr,
+                        cert_name: None,
+                    };
+                    shuttle(conn, tcp, peer, Some(cfg), hub).await
+                }
+            }
+            live.fetch_sub(1, Ordering::Relaxed);
         })
         .detach();
     }
 }
 
-async fn connection(
+async fn native_connection(
     conn: ConnId,
     tcp: TcpStream,
     addr: SocketAddr,
@@ -277,6 +384,19 @@ async fn connection(
         .and_then(|c| c.first())
         .and_then(|c| pki::peer_identity(c.as_ref()).ok())
         .and_then(|id| id.common_name);
+    shuttle(conn, tls, PeerInfo { addr, cert_name }, None, hub).await
+}
+
+/// Moves bytes between a connection and the hub task until either side ends it.
+async fn shuttle<S>(
+    conn: ConnId,
+    stream: S,
+    peer: PeerInfo,
+    kv: Option<KvConfig>,
+    hub: Sender<Input>,
+) where
+    S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin,
+{
     let (tx, rx) = async_channel::unbounded::<Bytes>();
     let queued = Arc::new(AtomicUsize::new(0));
     let handle = Writer {
@@ -286,15 +406,16 @@ async fn connection(
     if hub
         .send(Input::Accepted {
             conn,
-            peer: PeerInfo { addr, cert_name },
+            peer,
             tx: handle,
+            kv,
         })
         .await
         .is_err()
     {
         return;
     }
-    let (mut reader, mut writer) = futures_lite::io::split(tls);
+    let (mut reader, mut writer) = futures_lite::io::split(stream);
     let write = async {
         while let Ok(frame) = rx.recv().await {
             // One write per frame: one TLS record per frame (a Python peer can stall on two
@@ -331,38 +452,37 @@ async fn connection(
     let _ = hub.send(Input::Closed { conn }).await;
 }
 
+/// What the hub task performs actions on.
+struct Outlets {
+    writers: HashMap<ConnId, Writer>,
+    verify: Sender<VerifyJob>,
+    events: Option<Sender<HubEvent>>,
+    relay: Option<Box<dyn FnMut(RelayCommand) + Send>>,
+    queue_limit: usize,
+}
+
 async fn hub_task(
     mut hub: Hub,
     mut store: SqliteStore,
     input: Receiver<Input>,
-    verify: Sender<VerifyJob>,
-    events: Option<Sender<HubEvent>>,
-    queue_limit: usize,
+    mut outlets: Outlets,
 ) -> io::Result<()> {
-    let mut writers: HashMap<ConnId, Writer> = HashMap::new();
     let mut shutting_down = false;
-    // Changes left over from `load` (pending commands finished as failed).
+    // Changes left over from `load` (pending commands finished as failed) come first.
     let mut actions: Vec<HubAction> = Vec::new();
     loop {
         while let Some(a) = hub.poll_action() {
             actions.push(a);
         }
         if !actions.is_empty() {
-            store = persist_then_perform(
-                store,
-                &mut hub,
-                &mut actions,
-                &mut writers,
-                &verify,
-                events.as_ref(),
-                queue_limit,
-            )
-            .await?;
-            continue; // performing may not produce actions, but verified/closed inputs may
+            store = outlets
+                .persist_then_perform(store, &mut hub, &mut actions)
+                .await?;
+            continue; // performing may close slow consumers, which produces actions
         }
         if shutting_down {
-            // Let the connection tasks flush their Byes.
-            writers.clear();
+            // Dropping the writers lets the connection tasks flush their Byes and close.
+            outlets.writers.clear();
             return Ok(());
         }
         let deadline = hub.poll_timeout();
@@ -382,11 +502,11 @@ async fn hub_task(
             None => return Ok(()), // every sender is gone
             Some(None) => {}
             Some(Some(first)) => {
-                apply_input(&mut hub, now, first, &mut writers, &mut shutting_down);
+                outlets.apply_input(&mut hub, now, first, &mut shutting_down);
                 // Take what else is waiting, so that persists batch up.
                 for _ in 0..1024 {
                     match input.try_recv() {
-                        Ok(i) => apply_input(&mut hub, now, i, &mut writers, &mut shutting_down),
+                        Ok(i) => outlets.apply_input(&mut hub, now, i, &mut shutting_down),
                         Err(_) => break,
                     }
                 }
@@ -396,106 +516,111 @@ async fn hub_task(
     }
 }
 
-fn apply_input(
-    hub: &mut Hub,
-    now: Instant,
-    input: Input,
-    writers: &mut HashMap<ConnId, Writer>,
-    shutting_down: &mut bool,
-) {
-    match input {
-        Input::Accepted { conn, peer, tx } => {
-            if *shutting_down {
-                return;
+impl Outlets {
+    fn apply_input(&mut self, hub: &mut Hub, now: Instant, input: Input, shutting_down: &mut bool) {
+        match input {
+            Input::Accepted { conn, peer, tx, kv } => {
+                if *shutting_down {
+                    return;
+                }
+                self.writers.insert(conn, tx);
+                match kv {
+                    Some(cfg) => hub.accept_kv(now, conn, peer, cfg),
+                    None => hub.accept(now, conn, peer),
+                }
             }
-            writers.insert(conn, tx);
-            hub.accept(now, conn, peer);
-        }
-        Input::Data { conn, bytes } => hub.handle_input(now, conn, &bytes),
-        Input::Closed { conn } => {
-            writers.remove(&conn);
-            hub.handle_closed(now, conn);
-        }
-        Input::Verified { ticket, ok } => hub.handle_verified(now, ticket, ok),
-        Input::Shutdown => {
-            *shutting_down = true;
-            hub.shutdown(now);
+            Input::Relay(ev) => hub.handle_relay_event(now, ev),
+            Input::Data { conn, bytes } => hub.handle_input(now, conn, &bytes),
+            Input::Closed { conn } => {
+                self.writers.remove(&conn);
+                hub.handle_closed(now, conn);
+            }
+            Input::Verified { ticket, ok } => hub.handle_verified(now, ticket, ok),
+            Input::Shutdown => {
+                *shutting_down = true;
+                hub.shutdown(now);
+            }
         }
     }
-}
 
-async fn persist_then_perform(
-    store: SqliteStore,
-    hub: &mut Hub,
-    actions: &mut Vec<HubAction>,
-    writers: &mut HashMap<ConnId, Writer>,
-    verify: &Sender<VerifyJob>,
-    events: Option<&Sender<HubEvent>>,
-    queue_limit: usize,
-) -> io::Result<SqliteStore> {
-    let changes: Vec<Change> = actions
-        .iter()
-        .filter_map(|a| match a {
-            HubAction::Persist(c) => Some(c.clone()),
-            _ => None,
-        })
-        .collect();
-    let store = if changes.is_empty() {
-        store
-    } else {
-        let (store, result) = smol::unblock(move || {
-            let mut store = store;
-            let r = store.apply_all(&changes);
-            (store, r)
-        })
-        .await;
-        if let Err(e) = result {
-            tracing::error!(error = %e, "storage failed: stopping the hub without acknowledging");
-            return Err(io::Error::other(e));
-        }
-        store
-    };
-    let now = Instant::now();
-    for action in actions.drain(..) {
-        match action {
-            HubAction::Persist(_) => {}
-            HubAction::Send { conn, bytes } => {
-                if let Some(w) = writers.get(&conn) {
-                    let len = bytes.len();
-                    if w.queued.fetch_add(len, Ordering::Relaxed) + len > queue_limit {
-                        tracing::warn!(?conn, "peer does not read fast enough: closing");
-                        writers.remove(&conn);
-                        hub.handle_closed(now, conn);
-                    } else if w.tx.try_send(bytes).is_err() {
-                        writers.remove(&conn);
+    /// Applies every Persist of the batch (one transaction, off the loop), then performs the
+    /// other actions in order.
+    async fn persist_then_perform(
+        &mut self,
+        store: SqliteStore,
+        hub: &mut Hub,
+        actions: &mut Vec<HubAction>,
+    ) -> io::Result<SqliteStore> {
+        let changes: Vec<Change> = actions
+            .iter()
+            .filter_map(|a| match a {
+                HubAction::Persist(c) => Some(c.clone()),
+                _ => None,
+            })
+            .collect();
+        let store = if changes.is_empty() {
+            store
+        } else {
+            let (store, result) = smol::unblock(move || {
+                let mut store = store;
+                let r = store.apply_all(&changes);
+                (store, r)
+            })
+            .await;
+            if let Err(e) = result {
+                tracing::error!(error = %e, "storage failed: stopping the hub without acknowledging");
+                return Err(io::Error::other(e));
+            }
+            store
+        };
+        let now = Instant::now();
+        for action in actions.drain(..) {
+            match action {
+                HubAction::Persist(_) => {}
+                HubAction::Send { conn, bytes } => {
+                    if let Some(w) = self.writers.get(&conn) {
+                        let len = bytes.len();
+                        if w.queued.fetch_add(len, Ordering::Relaxed) + len > self.queue_limit {
+                            tracing::warn!(?conn, "peer does not read fast enough: closing");
+                            self.writers.remove(&conn);
+                            hub.handle_closed(now, conn);
+                        } else if w.tx.try_send(bytes).is_err() {
+                            self.writers.remove(&conn);
+                        }
+                    }
+                }
+                HubAction::Close { conn, reason } => {
+                    tracing::debug!(?conn, %reason, "closing connection");
+                    // Dropping the sender lets the writer flush what is queued, then close.
+                    self.writers.remove(&conn);
+                }
+                HubAction::VerifySecret {
+                    ticket,
+                    secret_hash,
+                    secret,
+                } => {
+                    let _ = self.verify.try_send(VerifyJob {
+                        ticket,
+                        hash: secret_hash,
+                        secret,
+                    });
+                }
+                HubAction::Relay(cmd) => match self.relay.as_mut() {
+                    Some(send) => send(cmd),
+                    None => {
+                        tracing::debug!(?cmd, "no relay attached: membership change not forwarded")
+                    }
+                },
+                HubAction::Event(e) => {
+                    log_event(&e);
+                    if let Some(tx) = &self.events {
+                        let _ = tx.try_send(e);
                     }
                 }
             }
-            HubAction::Close { conn, reason } => {
-                tracing::debug!(?conn, %reason, "closing connection");
-                // Dropping the sender lets the writer flush what is queued, then close.
-                writers.remove(&conn);
-            }
-            HubAction::VerifySecret {
-                ticket,
-                secret_hash,
-                secret,
-            } => {
-                let _ = verify.try_send(VerifyJob {
-                    ticket,
-                    hash: secret_hash,
-                    secret,
-                });
-            }
-            HubAction::Event(e) => {
-                log_event(&e);
-                if let Some(tx) = events {
-                    let _ = tx.try_send(e);
-                }
-            }
         }
+        Ok(store)
     }
-    Ok(store)
 }
 
 fn log_event(e: &HubEvent) {
@@ -534,6 +659,22 @@ fn log_event(e: &HubEvent) {
         } => {
             tracing::info!(command_id, status = status.as_str(), "command finished")
         }
+        HubEvent::ChannelCreated { chid, owner, port } => {
+            tracing::info!(chid, owner, port, "channel created")
+        }
+        HubEvent::ChannelDeleted { chid } => tracing::info!(chid, "channel deleted"),
+        HubEvent::MemberJoined { chid, uid } => tracing::info!(chid, uid, "member joined"),
+        HubEvent::MemberLeft { chid, uid, expired } => {
+            tracing::info!(chid, uid, expired, "member left")
+        }
+        HubEvent::MemberBound { chid, uid, addr } => {
+            tracing::debug!(chid, uid, %addr, "member address bound")
+        }
+        HubEvent::ChannelFailed { chid, error } => {
+            tracing::error!(chid, %error, "relay channel failed")
+        }
+        HubEvent::UserRegistered { uid } => tracing::info!(uid, "user registered"),
+        HubEvent::UserRemoved { uid } => tracing::info!(uid, "user removed"),
         HubEvent::ConnectionFailed { conn, reason } => {
             tracing::info!(?conn, %reason, "connection closed")
         }

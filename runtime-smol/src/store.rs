@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 use switchboard_core::hub::persist::{
-    AgentRecord, Change, CommandRecord, CommandStatus, StoredState,
+    AgentRecord, Change, ChannelRecord, CommandRecord, CommandStatus, StoredState, UserRecord,
 };
 
 /// How long a statement waits for a lock held by another connection before failing.
@@ -56,6 +56,23 @@ const MIGRATIONS: &[&str] = &[
      ) STRICT;
      CREATE INDEX commands_by_agent ON commands (agent_id, command_id);
      CREATE INDEX commands_pending ON commands (command_id) WHERE status = 'pending';",
+    // 2: users, channels, memberships (the KV domain).
+    "CREATE TABLE users (
+         uid         INTEGER PRIMARY KEY NOT NULL,
+         name        TEXT NOT NULL UNIQUE,
+         permissions INTEGER NOT NULL,             -- u64 bits stored as i64
+         control_key TEXT NOT NULL DEFAULT ''
+     ) STRICT;
+     CREATE TABLE channels (
+         chid  INTEGER PRIMARY KEY NOT NULL,
+         owner INTEGER NOT NULL,                   -- no foreign key: channels outlive owners
+         port  INTEGER NOT NULL
+     ) STRICT;
+     CREATE TABLE members (
+         chid INTEGER NOT NULL REFERENCES channels (chid) ON DELETE CASCADE,
+         uid  INTEGER NOT NULL REFERENCES users (uid) ON DELETE CASCADE,
+         PRIMARY KEY (chid, uid)
+     ) STRICT, WITHOUT ROWID;",
 ];
 
 const COMMAND_COLUMNS: &str = "command_id, agent_id, operation, data, issued_by, status, \
@@ -194,12 +211,42 @@ impl SqliteStore {
             .query_map([], command_row)?
             .map(|row| row?)
             .collect::<Result<Vec<_>, _>>()?;
+        let users = tx
+            .prepare("SELECT uid, name, permissions, control_key FROM users ORDER BY uid")?
+            .query_map([], |row| {
+                Ok(UserRecord {
+                    uid: row.get::<_, i64>(0)? as u64,
+                    name: row.get(1)?,
+                    permissions: row.get::<_, i64>(2)? as u64,
+                    control_key: row.get(3)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let channels = tx
+            .prepare("SELECT chid, owner, port FROM channels ORDER BY chid")?
+            .query_map([], |row| {
+                Ok(ChannelRecord {
+                    chid: row.get::<_, i64>(0)? as u64,
+                    owner: row.get::<_, i64>(1)? as u64,
+                    port: row.get(2)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let members = tx
+            .prepare("SELECT chid, uid FROM members ORDER BY chid, uid")?
+            .query_map([], |row| {
+                Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)? as u64))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
         tx.finish()?;
         Ok(StoredState {
             agents,
             agent_data,
             max_command_id,
             pending_commands,
+            users,
+            channels,
+            members,
         })
     }
 
@@ -343,6 +390,39 @@ fn apply_in(tx: &Transaction<'_>, change: &Change) -> Result<(), StoreError> {
             if n == 0 {
                 return Err(StoreError::UnknownCommand(*command_id));
             }
+        }
+        Change::UserRegistered(u) => {
+            tx.execute(
+                "INSERT INTO users (uid, name, permissions, control_key) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (uid) DO UPDATE SET name = ?2, permissions = ?3, control_key = ?4",
+                params![u.uid as i64, u.name, u.permissions as i64, u.control_key],
+            )?;
+        }
+        Change::UserRemoved { uid } => {
+            tx.execute("DELETE FROM members WHERE uid = ?1", [*uid as i64])?;
+            tx.execute("DELETE FROM users WHERE uid = ?1", [*uid as i64])?;
+        }
+        Change::ChannelCreated(c) => {
+            tx.execute(
+                "INSERT INTO channels (chid, owner, port) VALUES (?1, ?2, ?3)",
+                params![c.chid as i64, c.owner as i64, c.port],
+            )?;
+        }
+        Change::ChannelDeleted { chid } => {
+            tx.execute("DELETE FROM members WHERE chid = ?1", [*chid as i64])?;
+            tx.execute("DELETE FROM channels WHERE chid = ?1", [*chid as i64])?;
+        }
+        Change::MemberJoined { chid, uid } => {
+            tx.execute(
+                "INSERT OR IGNORE INTO members (chid, uid) VALUES (?1, ?2)",
+                params![*chid as i64, *uid as i64],
+            )?;
+        }
+        Change::MemberLeft { chid, uid } => {
+            tx.execute(
+                "DELETE FROM members WHERE chid = ?1 AND uid = ?2",
+                params![*chid as i64, *uid as i64],
+            )?;
         }
     }
     Ok(())

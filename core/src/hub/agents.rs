@@ -7,7 +7,8 @@ use switchboard_proto::command_result::Status;
 use switchboard_proto::message::Message as Body;
 
 use super::{
-    Change, CommandStatus, Conn, ConnId, Hub, HubAction, HubEvent, PendingVerify, VerifyTicket,
+    AgentEntry, AgentRecord, Change, CommandStatus, Conn, ConnId, Hub, HubAction, HubEvent,
+    PendingVerify, VerifyTicket,
 };
 use crate::link::ManagerEvent;
 use crate::machine::{Action, CloseReason};
@@ -352,5 +353,41 @@ impl Hub {
                 agent_id: agent_id.to_string(),
                 reason: why,
             }));
+    }
+
+    /// Registers (or re-registers) an agent: `secret_hash` is an argon2 PHC string. The
+    /// registration is persisted; the agent's data values and last-seen time are kept. Callers
+    /// validate the id (the control front does); embedders and simulations may call it directly.
+    pub fn register_agent(
+        &mut self,
+        agent_id: String,
+        secret_hash: String,
+        allowed_networks: Vec<String>,
+    ) {
+        let last_seen = self
+            .agents
+            .get(&agent_id)
+            .map_or(0, |a| a.record.last_seen_unix_ms);
+        let record = AgentRecord {
+            agent_id: agent_id.clone(),
+            secret_hash,
+            allowed_networks,
+            last_seen_unix_ms: last_seen,
+        };
+        self.out
+            .push_back(HubAction::Persist(Change::AgentRegistered(record.clone())));
+        match self.agents.get_mut(&agent_id) {
+            Some(a) => a.record = record,
+            None => {
+                self.agents.insert(
+                    agent_id,
+                    AgentEntry {
+                        record,
+                        data: std::collections::BTreeMap::new(),
+                        conn: None,
+                    },
+                );
+            }
+        }
     }
 }

@@ -1,16 +1,15 @@
 //! Operator sessions in the hub: control requests, authorised by the one authorisation
 //! function ([`crate::perm::authorize`]).
 
-use std::collections::BTreeMap;
 use std::time::Instant;
 
 use switchboard_proto as pb;
 use switchboard_proto::control_error::Code;
 use switchboard_proto::message::Message as Body;
 
+use super::domain::{Actor, DomainError};
 use super::{
-    ActiveCommand, AgentEntry, AgentRecord, Change, CommandRecord, CommandStatus, Conn, ConnId,
-    Hub, HubAction, HubEvent,
+    ActiveCommand, Change, CommandRecord, CommandStatus, Conn, ConnId, Hub, HubAction, HubEvent,
 };
 use crate::link::keepalive::KeepaliveStep;
 use crate::link::msg;
@@ -79,6 +78,7 @@ impl Hub {
         };
         let user = s.user.clone();
         let perms = s.perms;
+        let uid = s.uid;
         match body {
             Body::Ping(p) => self.send_body(conn, Body::Pong(pb::Pong { data: p.data })),
             Body::Pong(p) => {
@@ -92,7 +92,7 @@ impl Hub {
                 self.forget(now, conn, b.reason);
             }
             Body::ListAgentsRequest(r) => {
-                if let Err(d) = perm::authorize(&user, perms, &Operation::ListAgents) {
+                if let Err(d) = perm::authorize(&user, uid, perms, &Operation::ListAgents) {
                     return self.control_error(conn, r.request_id, Code::Access, d.to_string());
                 }
                 let limit = match r.limit as usize {
@@ -132,7 +132,7 @@ impl Hub {
                 );
             }
             Body::RegisterAgentRequest(r) => {
-                if let Err(d) = perm::authorize(&user, perms, &Operation::RegisterAgent) {
+                if let Err(d) = perm::authorize(&user, uid, perms, &Operation::RegisterAgent) {
                     return self.control_error(conn, r.request_id, Code::Access, d.to_string());
                 }
                 if let Err(e) = validate_agent_id(&r.agent_id) {
@@ -158,31 +158,7 @@ impl Hub {
                         format!("invalid network {bad:?}"),
                     );
                 }
-                let last_seen = self
-                    .agents
-                    .get(&r.agent_id)
-                    .map_or(0, |a| a.record.last_seen_unix_ms);
-                let record = AgentRecord {
-                    agent_id: r.agent_id.clone(),
-                    secret_hash: r.secret_hash,
-                    allowed_networks: r.allowed_networks,
-                    last_seen_unix_ms: last_seen,
-                };
-                self.out
-                    .push_back(HubAction::Persist(Change::AgentRegistered(record.clone())));
-                match self.agents.get_mut(&r.agent_id) {
-                    Some(a) => a.record = record,
-                    None => {
-                        self.agents.insert(
-                            r.agent_id.clone(),
-                            AgentEntry {
-                                record,
-                                data: BTreeMap::new(),
-                                conn: None,
-                            },
-                        );
-                    }
-                }
+                self.register_agent(r.agent_id.clone(), r.secret_hash, r.allowed_networks);
                 self.send_body(
                     conn,
                     Body::RegisterAgentResponse(pb::RegisterAgentResponse {
@@ -192,7 +168,7 @@ impl Hub {
                 );
             }
             Body::RemoveAgentRequest(r) => {
-                if let Err(d) = perm::authorize(&user, perms, &Operation::RemoveAgent) {
+                if let Err(d) = perm::authorize(&user, uid, perms, &Operation::RemoveAgent) {
                     return self.control_error(conn, r.request_id, Code::Access, d.to_string());
                 }
                 let Some(agent) = self.agents.get(&r.agent_id) else {
@@ -220,7 +196,7 @@ impl Hub {
                 );
             }
             Body::SetAgentDataRequest(r) => {
-                if let Err(d) = perm::authorize(&user, perms, &Operation::SetAgentData) {
+                if let Err(d) = perm::authorize(&user, uid, perms, &Operation::SetAgentData) {
                     return self.control_error(conn, r.request_id, Code::Access, d.to_string());
                 }
                 if serde_json::from_str::<serde_json::Value>(&r.value_json).is_err() {
@@ -252,7 +228,7 @@ impl Hub {
                     }),
                 );
             }
-            Body::RunCommandRequest(r) => self.run_command(now, conn, &user, perms, r),
+            Body::RunCommandRequest(r) => self.run_command(now, conn, &user, uid, perms, r),
             Body::Cancel(c) => {
                 let Some(cmd) = self.commands.get(&c.command_id) else {
                     return self.control_error(
@@ -264,6 +240,7 @@ impl Hub {
                 };
                 if let Err(d) = perm::authorize(
                     &user,
+                    uid,
                     perms,
                     &Operation::CancelCommand {
                         issued_by: &cmd.issued_by,
@@ -280,6 +257,14 @@ impl Hub {
                 self.pump_agent(now, agent_conn);
             }
             other => {
+                let actor = Actor {
+                    name: &user,
+                    uid,
+                    perms,
+                };
+                let Err(other) = self.session_domain(conn, actor, other) else {
+                    return;
+                };
                 let ty = msg::type_of(&other);
                 self.close_conn(
                     now,
@@ -295,10 +280,11 @@ impl Hub {
         now: Instant,
         conn: ConnId,
         user: &str,
+        uid: u64,
         perms: Permissions,
         r: pb::RunCommandRequest,
     ) {
-        if let Err(d) = perm::authorize(user, perms, &Operation::RunCommand) {
+        if let Err(d) = perm::authorize(user, uid, perms, &Operation::RunCommand) {
             return self.control_error(conn, r.request_id, Code::Access, d.to_string());
         }
         let Some(agent) = self.agents.get(&r.agent_id) else {
@@ -411,4 +397,146 @@ fn validate_agent_id(id: &str) -> Result<(), String> {
         return Err("agent id may only contain ASCII letters, digits, '-', '_' and '.'".into());
     }
     Ok(())
+}
+
+/// Most users or channels in one list response.
+const MAX_LIST_PAGE: usize = 200;
+
+fn domain_code(e: &DomainError) -> Code {
+    match e {
+        DomainError::Server(_) => Code::Internal,
+        DomainError::Param(_) => Code::NotFound,
+        DomainError::Invalid(_) => Code::Conflict,
+        DomainError::Access(_) => Code::Access,
+        DomainError::NotImplemented(_) => Code::Invalid,
+    }
+}
+
+impl Hub {
+    /// Users and channels over the native protocol; gives back messages it does not handle.
+    fn session_domain(&mut self, conn: ConnId, actor: Actor<'_>, body: Body) -> Result<(), Body> {
+        let (rid, result): (u64, Result<Body, DomainError>) = match body {
+            Body::RegisterUserRequest(r) => {
+                let res = self
+                    .register_user(actor, Some(&r.name), Permissions(r.permissions))
+                    .map(|uid| {
+                        let control_key = self.control_key(uid).unwrap_or_default().to_string();
+                        Body::RegisterUserResponse(pb::RegisterUserResponse {
+                            request_id: r.request_id,
+                            uid,
+                            control_key,
+                        })
+                    });
+                (r.request_id, res)
+            }
+            Body::RemoveUserRequest(r) => (
+                r.request_id,
+                self.unregister_user(actor, r.uid).map(|uid| {
+                    Body::RemoveUserResponse(pb::RemoveUserResponse {
+                        request_id: r.request_id,
+                        uid,
+                    })
+                }),
+            ),
+            Body::ListUsersRequest(r) => {
+                let mut users: Vec<pb::UserInfo> = self
+                    .domain
+                    .users
+                    .range(r.after_uid.saturating_add(1)..)
+                    .take(MAX_LIST_PAGE + 1)
+                    .map(|(_, u)| pb::UserInfo {
+                        uid: u.uid,
+                        name: u.name.clone(),
+                        permissions: u.permissions,
+                    })
+                    .collect();
+                let more = users.len() > MAX_LIST_PAGE;
+                users.truncate(MAX_LIST_PAGE);
+                (
+                    r.request_id,
+                    Ok(Body::ListUsersResponse(pb::ListUsersResponse {
+                        request_id: r.request_id,
+                        users,
+                        more,
+                    })),
+                )
+            }
+            Body::CreateChannelRequest(r) => {
+                let res = self.create_channel(actor).and_then(|chid| {
+                    let port = self.channel_port(chid)?;
+                    Ok(Body::CreateChannelResponse(pb::CreateChannelResponse {
+                        request_id: r.request_id,
+                        chid,
+                        port: port.into(),
+                    }))
+                });
+                (r.request_id, res)
+            }
+            Body::DeleteChannelRequest(r) => (
+                r.request_id,
+                self.delete_channel(actor, r.chid).map(|chid| {
+                    Body::DeleteChannelResponse(pb::DeleteChannelResponse {
+                        request_id: r.request_id,
+                        chid,
+                    })
+                }),
+            ),
+            Body::JoinChannelRequest(r) => {
+                let uid = if r.uid == 0 { actor.uid } else { r.uid };
+                let res = self
+                    .join_channel(actor, uid, r.chid, true)
+                    .map(|(port, token)| {
+                        Body::JoinChannelResponse(pb::JoinChannelResponse {
+                            request_id: r.request_id,
+                            port: port.into(),
+                            token: token
+                                .map(|t| bytes::Bytes::copy_from_slice(&t))
+                                .unwrap_or_default(),
+                        })
+                    });
+                (r.request_id, res)
+            }
+            Body::LeaveChannelRequest(r) => {
+                let uid = if r.uid == 0 { actor.uid } else { r.uid };
+                (
+                    r.request_id,
+                    self.leave_channel(actor, uid, r.chid).map(|_| {
+                        Body::LeaveChannelResponse(pb::LeaveChannelResponse {
+                            request_id: r.request_id,
+                        })
+                    }),
+                )
+            }
+            Body::ListChannelsRequest(r) => {
+                let mut channels: Vec<pb::ChannelInfo> = self
+                    .domain
+                    .channels
+                    .range(r.after_chid.saturating_add(1)..)
+                    .take(MAX_LIST_PAGE + 1)
+                    .map(|(_, c)| pb::ChannelInfo {
+                        chid: c.record.chid,
+                        owner: c.record.owner,
+                        port: c.record.port.into(),
+                        members: c.members.iter().copied().collect(),
+                    })
+                    .collect();
+                let more = channels.len() > MAX_LIST_PAGE;
+                channels.truncate(MAX_LIST_PAGE);
+                (
+                    r.request_id,
+                    Ok(Body::ListChannelsResponse(pb::ListChannelsResponse {
+                        request_id: r.request_id,
+                        channels,
+                        more,
+                    })),
+                )
+            }
+            other => return Err(other),
+        };
+        match result {
+            Ok(body) => self.send_body(conn, body),
+            Err(e) => self.control_error(conn, rid, domain_code(&e), e.to_string()),
+        }
+        Ok(())
+    }
 }

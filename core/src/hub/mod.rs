@@ -9,6 +9,8 @@
 
 mod agents;
 mod control;
+pub mod domain;
+mod kv_front;
 pub mod persist;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -22,7 +24,10 @@ use crate::link::{FrameDecoder, LinkConfig, ManagerLink, frame, msg};
 use crate::machine::CloseReason;
 use crate::perm::Permissions;
 use crate::rng::{self, CoreRng};
-pub use persist::{AgentRecord, Change, CommandRecord, CommandStatus, StoredState};
+pub use domain::{Actor, DomainError};
+pub use persist::{
+    AgentRecord, Change, ChannelRecord, CommandRecord, CommandStatus, StoredState, UserRecord,
+};
 
 /// Identifies one connection of the hub. Chosen by the runtime, never reused while open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -46,6 +51,8 @@ pub struct HubConfig {
     pub require_cert_match: bool,
     /// The user name whose certificate gets every permission.
     pub admin_user: String,
+    /// UDP ports for channels: `(first, count)`.
+    pub relay_ports: (u16, u16),
     /// How many finished commands to remember in memory for ListAgents-style queries (the full
     /// log is in storage).
     pub max_active_commands: usize,
@@ -58,6 +65,7 @@ impl Default for HubConfig {
             require_cert_match: true,
             admin_user: "admin".into(),
             max_active_commands: 100_000,
+            relay_ports: (50_000, 1_000),
         }
     }
 }
@@ -130,6 +138,62 @@ pub enum HubEvent {
         /// Output.
         output: String,
     },
+    /// A channel was created.
+    ChannelCreated {
+        /// Channel.
+        chid: u64,
+        /// Owner.
+        owner: u64,
+        /// UDP port.
+        port: u16,
+    },
+    /// A channel was deleted.
+    ChannelDeleted {
+        /// Channel.
+        chid: u64,
+    },
+    /// A user joined a channel.
+    MemberJoined {
+        /// Channel.
+        chid: u64,
+        /// User.
+        uid: u64,
+    },
+    /// A user left a channel (`expired`: removed by the relay after 60 s of silence).
+    MemberLeft {
+        /// Channel.
+        chid: u64,
+        /// User.
+        uid: u64,
+        /// Removed for silence.
+        expired: bool,
+    },
+    /// The relay bound a member's UDP address.
+    MemberBound {
+        /// Channel.
+        chid: u64,
+        /// User.
+        uid: u64,
+        /// Address.
+        addr: SocketAddr,
+    },
+    /// The relay could not open a channel.
+    ChannelFailed {
+        /// Channel.
+        chid: u64,
+        /// Why.
+        error: String,
+    },
+    /// A user was registered.
+    UserRegistered {
+        /// User.
+        uid: u64,
+    },
+    /// A user was unregistered.
+    UserRemoved {
+        /// User.
+        uid: u64,
+    },
     /// A connection closed with a protocol error or timeout.
     ConnectionFailed {
         /// The connection.
@@ -169,12 +233,15 @@ pub enum HubAction {
         /// The secret the agent sent.
         secret: String,
     },
+    /// Pass this membership change to the UDP relay (after the Persist before it).
+    Relay(crate::relay::RelayCommand),
     /// Something happened.
     Event(HubEvent),
 }
 
 pub(crate) struct SessionState {
     pub(crate) user: String,
+    pub(crate) uid: u64,
     pub(crate) perms: Permissions,
     pub(crate) decoder: FrameDecoder,
     pub(crate) keepalive: crate::link::keepalive::Keepalive,
@@ -190,6 +257,8 @@ pub(crate) enum Conn {
     Agent(Box<ManagerLink>),
     /// An operator session.
     Session(Box<SessionState>),
+    /// A KV control connection.
+    Kv(Box<crate::kv::KvConn>),
 }
 
 pub(crate) struct ConnEntry {
@@ -251,6 +320,7 @@ pub(crate) struct PendingVerify {
 ///             let ok = verify(secret_hash.as_deref(), &secret);
 ///             hub.handle_verified(Instant::now(), ticket, ok);
 ///         }
+///         HubAction::Relay(cmd) => println!("to the UDP relay: {cmd:?}"),
 ///         HubAction::Event(e) => println!("{e:?}"),
 ///     }
 /// }
@@ -266,6 +336,9 @@ pub struct Hub {
     pub(crate) verifications: BTreeMap<VerifyTicket, PendingVerify>,
     pub(crate) next_ticket: u64,
     pub(crate) out: VecDeque<HubAction>,
+    pub(crate) domain: domain::Domain,
+    /// Last nonce of a signed KV request, per uid.
+    pub(crate) kv_nonces: BTreeMap<u64, u64>,
     base_instant: Instant,
     base_unix_ms: i64,
 }
@@ -285,6 +358,8 @@ impl Hub {
             verifications: BTreeMap::new(),
             next_ticket: 1,
             out: VecDeque::new(),
+            domain: domain::Domain::default(),
+            kv_nonces: BTreeMap::new(),
             base_instant: now,
             base_unix_ms: unix_ms,
         }
@@ -309,6 +384,7 @@ impl Hub {
             }
         }
         self.next_command_id = self.next_command_id.max(state.max_command_id + 1);
+        self.load_domain(state.users, state.channels, state.members);
         for c in state.pending_commands {
             self.out
                 .push_back(HubAction::Persist(Change::CommandFinished {
@@ -367,6 +443,7 @@ impl Hub {
                 self.pump_agent(now, conn);
             }
             Conn::Session(_) => self.session_input(now, conn, data),
+            Conn::Kv(_) => self.kv_input(now, conn, data),
         }
         self.reindex(conn);
     }
@@ -432,29 +509,28 @@ impl Hub {
 
     fn route_first(&mut self, now: Instant, conn: ConnId, first: switchboard_proto::Message) {
         let is_session = matches!(first.message, Some(Body::SessionHello(_)));
-        let Some(entry) = self.conns.get_mut(&conn) else {
+        let Some(cert_name) = self.conns.get(&conn).map(|e| e.peer.cert_name.clone()) else {
             return;
         };
         if is_session {
-            let Some(user) = entry.peer.cert_name.clone() else {
+            let Some(user) = cert_name else {
                 return self.sniff_failed(
                     conn,
                     CloseReason::AuthFailed("no client certificate".into()),
                 );
             };
-            let perms = if user == self.cfg.admin_user {
-                Permissions::ADMIN
-            } else {
-                Permissions::NONE
-            };
-            if perms == Permissions::NONE {
+            let Some((uid, perms)) = self.actor_of(&user) else {
                 return self.sniff_failed(
                     conn,
                     CloseReason::AuthFailed(format!("{user:?} is not a user")),
                 );
-            }
+            };
+            let Some(entry) = self.conns.get_mut(&conn) else {
+                return;
+            };
             entry.conn = Conn::Session(Box::new(SessionState {
                 user: user.clone(),
+                uid,
                 perms,
                 decoder: FrameDecoder::new(self.cfg.link.max_frame),
                 keepalive: crate::link::keepalive::Keepalive::new(
@@ -477,7 +553,9 @@ impl Hub {
             let seed = rng::child_seed(&mut self.rng);
             let mut link = ManagerLink::new(now, self.cfg.link.clone(), seed);
             link.handle_message(now, first);
-            entry.conn = Conn::Agent(Box::new(link));
+            if let Some(entry) = self.conns.get_mut(&conn) {
+                entry.conn = Conn::Agent(Box::new(link));
+            }
             self.pump_agent(now, conn);
         }
     }
@@ -512,6 +590,7 @@ impl Hub {
                 self.pump_agent(now, conn);
             }
             Conn::Session(_) => self.session_timeout(now, conn),
+            Conn::Kv(_) => self.kv_timeout(now, conn),
         }
     }
 
@@ -524,6 +603,14 @@ impl Hub {
             Conn::Agent(link) => {
                 link.close(reason);
                 self.pump_agent(now, conn);
+            }
+            Conn::Kv(_) => {
+                // The KV wire has no goodbye message.
+                self.out.push_back(HubAction::Close {
+                    conn,
+                    reason: reason.clone(),
+                });
+                self.forget(now, conn, reason.to_string());
             }
             _ => {
                 self.send_body(
@@ -579,6 +666,7 @@ impl Hub {
             Conn::Sniffing { deadline, .. } => Some(*deadline),
             Conn::Agent(link) => link.poll_timeout(),
             Conn::Session(s) => Some(s.keepalive.deadline()),
+            Conn::Kv(kv) => kv.poll_timeout(),
         };
         if t != entry.timer {
             if let Some(old) = entry.timer {

@@ -78,6 +78,31 @@ pub struct CommandRecord {
     pub finished_unix_ms: i64,
 }
 
+/// A user of the hub (seed 002's uid with its permission flags).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    /// The user id: never 0 (0 means "nobody" on the KV wire) and never with a 32-bit half
+    /// equal to 0xFFFFFFFF (it would read as the system-packet magic).
+    pub uid: u64,
+    /// Unique name (`user-<uid>` for users registered over the nameless KV wire).
+    pub name: String,
+    /// Permission bits ([`crate::perm::Permissions`]).
+    pub permissions: u64,
+    /// Key for HMAC-signed KV control requests (hex), if the user has one.
+    pub control_key: String,
+}
+
+/// A voice channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelRecord {
+    /// The channel id.
+    pub chid: u64,
+    /// The user who created it (may delete it without rm_channel).
+    pub owner: u64,
+    /// Its UDP port.
+    pub port: u16,
+}
+
 /// A durable change produced by the hub. The runtime applies it to storage (atomically, one
 /// transaction per change) **before** performing any later action the hub emitted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,6 +145,34 @@ pub enum Change {
         /// Unix milliseconds.
         finished_unix_ms: i64,
     },
+    /// A user was registered.
+    UserRegistered(UserRecord),
+    /// A user was unregistered (its memberships go too; channels it owns stay).
+    UserRemoved {
+        /// The user id.
+        uid: u64,
+    },
+    /// A channel was created.
+    ChannelCreated(ChannelRecord),
+    /// A channel was deleted (its memberships go too).
+    ChannelDeleted {
+        /// The channel id.
+        chid: u64,
+    },
+    /// A user joined a channel.
+    MemberJoined {
+        /// Channel.
+        chid: u64,
+        /// User.
+        uid: u64,
+    },
+    /// A user left a channel (or was kicked, or expired).
+    MemberLeft {
+        /// Channel.
+        chid: u64,
+        /// User.
+        uid: u64,
+    },
 }
 
 /// Everything the runtime loads into a new hub at start.
@@ -133,4 +186,10 @@ pub struct StoredState {
     pub max_command_id: i64,
     /// Commands still pending when the hub stopped (they are finished as failed/lost at load).
     pub pending_commands: Vec<CommandRecord>,
+    /// Users.
+    pub users: Vec<UserRecord>,
+    /// Channels.
+    pub channels: Vec<ChannelRecord>,
+    /// Memberships: (channel id, user id).
+    pub members: Vec<(u64, u64)>,
 }

@@ -33,6 +33,22 @@ pub fn type_of(body: &Body) -> MessageType {
         Body::SetAgentDataResponse(_) => MessageType::Setagentdataresponse,
         Body::RemoveAgentRequest(_) => MessageType::Removeagentrequest,
         Body::RemoveAgentResponse(_) => MessageType::Removeagentresponse,
+        Body::RegisterUserRequest(_) => MessageType::Registeruserrequest,
+        Body::RegisterUserResponse(_) => MessageType::Registeruserresponse,
+        Body::RemoveUserRequest(_) => MessageType::Removeuserrequest,
+        Body::RemoveUserResponse(_) => MessageType::Removeuserresponse,
+        Body::ListUsersRequest(_) => MessageType::Listusersrequest,
+        Body::ListUsersResponse(_) => MessageType::Listusersresponse,
+        Body::CreateChannelRequest(_) => MessageType::Createchannelrequest,
+        Body::CreateChannelResponse(_) => MessageType::Createchannelresponse,
+        Body::DeleteChannelRequest(_) => MessageType::Deletechannelrequest,
+        Body::DeleteChannelResponse(_) => MessageType::Deletechannelresponse,
+        Body::JoinChannelRequest(_) => MessageType::Joinchannelrequest,
+        Body::JoinChannelResponse(_) => MessageType::Joinchannelresponse,
+        Body::LeaveChannelRequest(_) => MessageType::Leavechannelrequest,
+        Body::LeaveChannelResponse(_) => MessageType::Leavechannelresponse,
+        Body::ListChannelsRequest(_) => MessageType::Listchannelsrequest,
+        Body::ListChannelsResponse(_) => MessageType::Listchannelsresponse,
     }
 }
 

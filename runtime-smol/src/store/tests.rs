@@ -69,6 +69,33 @@ fn apply_everything(store: &mut SqliteStore) -> StoredState {
         Change::AgentRegistered(agent("db-1", &["127.0.0.0/8"])),
         data("db-1", "role", r#"{"primary":true}"#),
         Change::AgentRegistered(agent("db-1", &["127.0.0.0/8"])),
+        // Users, channels, memberships.
+        Change::UserRegistered(user(1, "admin", u64::MAX)),
+        Change::UserRegistered(user(2, "alice", 1)),
+        Change::UserRegistered(user(3, "bob", 0)),
+        Change::UserRegistered(user(2, "alice", 5)), // permissions changed
+        Change::ChannelCreated(ChannelRecord {
+            chid: 1,
+            owner: 2,
+            port: 50_000,
+        }),
+        Change::ChannelCreated(ChannelRecord {
+            chid: 2,
+            owner: 2,
+            port: 50_001,
+        }),
+        Change::ChannelCreated(ChannelRecord {
+            chid: 3,
+            owner: 3,
+            port: 50_002,
+        }),
+        Change::MemberJoined { chid: 1, uid: 2 },
+        Change::MemberJoined { chid: 1, uid: 3 },
+        Change::MemberJoined { chid: 2, uid: 3 },
+        Change::MemberJoined { chid: 3, uid: 2 },
+        Change::MemberLeft { chid: 1, uid: 2 },
+        Change::ChannelDeleted { chid: 3 },
+        Change::UserRemoved { uid: 3 },
     ];
     for change in &changes {
         store.apply(change).expect("apply");
@@ -85,6 +112,29 @@ fn apply_everything(store: &mut SqliteStore) -> StoredState {
         ],
         max_command_id: 4,
         pending_commands: vec![command(2, "gone"), command(4, "web-1")],
+        users: vec![user(1, "admin", u64::MAX), user(2, "alice", 5)],
+        channels: vec![
+            ChannelRecord {
+                chid: 1,
+                owner: 2,
+                port: 50_000,
+            },
+            ChannelRecord {
+                chid: 2,
+                owner: 2,
+                port: 50_001,
+            },
+        ],
+        members: vec![],
+    }
+}
+
+fn user(uid: u64, name: &str, permissions: u64) -> UserRecord {
+    UserRecord {
+        uid,
+        name: name.to_owned(),
+        permissions,
+        control_key: format!("key-{uid}"),
     }
 }
 

@@ -1,0 +1,114 @@
+//! An in-memory store with the SQLite store's semantics, so a restarted simulated hub loads
+//! exactly what a real one would.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use switchboard_core::hub::{
+    AgentRecord, Change, ChannelRecord, CommandRecord, CommandStatus, StoredState, UserRecord,
+};
+
+/// The hub's durable state, in memory.
+#[derive(Debug, Default, Clone)]
+pub struct MemStore {
+    agents: BTreeMap<String, AgentRecord>,
+    data: BTreeMap<(String, String), String>,
+    /// The command log, by id.
+    pub commands: BTreeMap<i64, CommandRecord>,
+    users: BTreeMap<u64, UserRecord>,
+    channels: BTreeMap<u64, ChannelRecord>,
+    members: BTreeSet<(u64, u64)>,
+    max_command_id: i64,
+    /// Every change applied, in order.
+    pub applied: Vec<Change>,
+}
+
+impl MemStore {
+    /// Applies one change (as `SqliteStore::apply_all` does, refusals are skipped).
+    pub fn apply(&mut self, change: &Change) {
+        self.applied.push(change.clone());
+        match change {
+            Change::AgentRegistered(a) => {
+                self.agents.insert(a.agent_id.clone(), a.clone());
+            }
+            Change::AgentRemoved { agent_id } => {
+                self.agents.remove(agent_id);
+                self.data.retain(|(a, _), _| a != agent_id);
+            }
+            Change::AgentSeen { agent_id, unix_ms } => {
+                if let Some(a) = self.agents.get_mut(agent_id) {
+                    a.last_seen_unix_ms = *unix_ms;
+                }
+            }
+            Change::AgentData {
+                agent_id,
+                name,
+                value_json,
+            } => {
+                if self.agents.contains_key(agent_id) {
+                    self.data
+                        .insert((agent_id.clone(), name.clone()), value_json.clone());
+                }
+            }
+            Change::CommandCreated(c) => {
+                self.max_command_id = self.max_command_id.max(c.command_id);
+                self.commands.insert(c.command_id, c.clone());
+            }
+            Change::CommandFinished {
+                command_id,
+                status,
+                changed,
+                output,
+                finished_unix_ms,
+            } => {
+                if let Some(c) = self.commands.get_mut(command_id) {
+                    c.status = *status;
+                    c.changed = *changed;
+                    c.output = output.clone();
+                    c.finished_unix_ms = *finished_unix_ms;
+                }
+            }
+            Change::UserRegistered(u) => {
+                self.users.insert(u.uid, u.clone());
+            }
+            Change::UserRemoved { uid } => {
+                self.users.remove(uid);
+                self.members.retain(|(_, u)| u != uid);
+            }
+            Change::ChannelCreated(c) => {
+                self.channels.insert(c.chid, c.clone());
+            }
+            Change::ChannelDeleted { chid } => {
+                self.channels.remove(chid);
+                self.members.retain(|(c, _)| c != chid);
+            }
+            Change::MemberJoined { chid, uid } => {
+                self.members.insert((*chid, *uid));
+            }
+            Change::MemberLeft { chid, uid } => {
+                self.members.remove(&(*chid, *uid));
+            }
+        }
+    }
+
+    /// What a restarted hub loads.
+    pub fn state(&self) -> StoredState {
+        StoredState {
+            agents: self.agents.values().cloned().collect(),
+            agent_data: self
+                .data
+                .iter()
+                .map(|((a, n), v)| (a.clone(), n.clone(), v.clone()))
+                .collect(),
+            max_command_id: self.max_command_id,
+            pending_commands: self
+                .commands
+                .values()
+                .filter(|c| c.status == CommandStatus::Pending)
+                .cloned()
+                .collect(),
+            users: self.users.values().cloned().collect(),
+            channels: self.channels.values().cloned().collect(),
+            members: self.members.iter().copied().collect(),
+        }
+    }
+}
