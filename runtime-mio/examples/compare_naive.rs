@@ -50,8 +50,9 @@ fn main() -> std::io::Result<()> {
             relay,
             window,
         } if verbose => eprintln!(
-            "  round {round} {relay}: {:.0} ns/out, {:.0} out/s, offered {}, delivered {}, rcvbuf errors {}",
+            "  round {round} {relay}: {:.0} ns/out (softirq {:.0}), {:.0} out/s, offered {}, delivered {}, rcvbuf errors {}",
             window.ns_per_out(),
+            window.softirq_ns as f64 / window.sent as f64,
             window.out_per_second(),
             window.offered,
             window.delivered,
