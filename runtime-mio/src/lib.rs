@@ -31,7 +31,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 // Reading the clock is this runtime's job (clippy.toml bans it for the core).
-#![allow(clippy::disallowed_methods)]
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 #![deny(unsafe_code)]
 
 // `unsafe` lives in `sys` (the calls) and `batch` (the messages it builds point into its buffers).

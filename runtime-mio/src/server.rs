@@ -67,7 +67,7 @@ impl SendPath {
         }
     }
 
-    fn mode(self) -> SendMode {
+    pub(crate) fn mode(self) -> SendMode {
         SendMode {
             gso: self == SendPath::GsoSendmmsg,
             sendmmsg: self != SendPath::PerPacket,

@@ -204,6 +204,23 @@ pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
     Ok(())
 }
 
+/// Lets the calling thread run on every CPU again.
+pub fn allow_all_cpus() -> io::Result<()> {
+    // SAFETY: cpu_set_t is a plain bit set; zero is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { mem::zeroed() };
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    for cpu in 0..cpus.min(8 * mem::size_of::<libc::cpu_set_t>()) {
+        // SAFETY: `cpu` is within the set.
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+    }
+    // SAFETY: pid 0 is the calling thread; `set` is a valid cpu_set_t of the given size.
+    let rc = unsafe { libc::sched_setaffinity(0, mem::size_of::<libc::cpu_set_t>(), &set) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// The calling thread's kernel thread id (for `/proc/self/task/<tid>/stat`).
 pub fn current_thread_id() -> i32 {
     // SAFETY: gettid has no preconditions.

@@ -1,6 +1,6 @@
 //! The relay loop on real loopback sockets: members on several channels, a non-member dropped,
 //! ACKs, expiry with a short period, every send path, the signed control port.
-#![allow(missing_docs, clippy::disallowed_methods)]
+#![allow(missing_docs, clippy::disallowed_methods, clippy::disallowed_types)]
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::mpsc::Receiver;
