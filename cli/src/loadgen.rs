@@ -40,6 +40,28 @@ enum Workload {
         #[arg(long, default_value_t = 200)]
         concurrency: usize,
     },
+    /// Relay CPU per output packet on loopback: the Switchboard mio relay against a naive
+    /// std::net recv/send relay, in the same run, alternating windows (see BENCHMARKS.md).
+    Relay {
+        /// Compare against the naive relay (the only mode).
+        #[arg(long)]
+        compare_naive: bool,
+        /// Seconds per case (all rounds of both relays).
+        #[arg(long, default_value_t = 4.0)]
+        seconds: f64,
+        /// Alternating rounds per case (at least 3).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Fan-outs to run.
+        #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
+        fanouts: Vec<usize>,
+        /// Workloads: burst, voice.
+        #[arg(long, value_delimiter = ',', default_value = "burst,voice")]
+        workloads: Vec<String>,
+        /// Flood the burst workload without pacing (capacity; most loss is then at full buffers).
+        #[arg(long)]
+        unpaced: bool,
+    },
 }
 
 /// Raises the open-file limit to its hard maximum (10,000 agents need 10,000 sockets).
@@ -98,6 +120,22 @@ pub fn run(args: LoadgenArgs) -> io::Result<ExitCode> {
             hold,
             concurrency,
         } => agents(count, ping_interval, hold, concurrency),
+        Workload::Relay {
+            compare_naive,
+            seconds,
+            rounds,
+            fanouts,
+            workloads,
+            unpaced,
+        } => {
+            if !compare_naive {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "loadgen relay needs --compare-naive",
+                ));
+            }
+            relay(seconds, rounds, fanouts, workloads, unpaced)
+        }
     }
 }
 
@@ -354,4 +392,60 @@ async fn drive(
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn relay(
+    seconds: f64,
+    rounds: usize,
+    fanouts: Vec<usize>,
+    workloads: Vec<String>,
+    unpaced: bool,
+) -> io::Result<ExitCode> {
+    use switchboard_runtime_mio::compare::{CompareOptions, Progress, Workload, compare_naive};
+    let workloads = workloads
+        .iter()
+        .map(|w| match w.as_str() {
+            "burst" => Ok(Workload::Burst),
+            "voice" => Ok(Workload::Voice),
+            other => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("unknown workload {other:?}"),
+            )),
+        })
+        .collect::<io::Result<Vec<_>>>()?;
+    let mut opts = CompareOptions {
+        seconds_per_case: seconds.clamp(1.0, 120.0),
+        rounds: rounds.max(3),
+        fanouts,
+        workloads,
+        ..CompareOptions::default()
+    };
+    if unpaced {
+        opts.burst_output_rate = None;
+    }
+    let cases = (opts.fanouts.len() * opts.workloads.len()) as u64;
+    let bar = indicatif::ProgressBar::new(cases);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg:<28} [{bar:30}] {pos}/{len} cases {elapsed}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    println!(
+        "relay comparison: {:.0} s per case, {} alternating rounds, relay on CPU {}, load on CPU {}",
+        opts.seconds_per_case, opts.rounds, opts.relay_cpu, opts.load_cpu
+    );
+    let results = compare_naive(&opts, &mut |p| match p {
+        Progress::Case {
+            workload, fanout, ..
+        } => bar.set_message(format!("{} fan-out {fanout}", workload.name())),
+        Progress::Window { .. } => {}
+        Progress::Done(r) => {
+            bar.inc(1);
+            bar.println(r.detail_line());
+        }
+    })?;
+    bar.finish_and_clear();
+    for r in &results {
+        println!("{}", r.line());
+    }
+    Ok(ExitCode::SUCCESS)
 }
