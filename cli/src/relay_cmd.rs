@@ -121,14 +121,13 @@ pub fn remote(control: SocketAddr, key: CommandKey) -> io::Result<RelayBridge> {
         .spawn(move || {
             let mut buf = [0u8; 2048];
             loop {
-                if let Ok(n) = recv_socket.recv(&mut buf) {
-                    if let Ok(p) = SystemPacket::parse(&buf[..n]) {
-                        if p.operation == Operation::Ack {
-                            acks.lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .remove(&p.ackid);
-                        }
-                    }
+                if let Ok(n) = recv_socket.recv(&mut buf)
+                    && let Ok(p) = SystemPacket::parse(&buf[..n])
+                    && p.operation == Operation::Ack
+                {
+                    acks.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&p.ackid);
                 }
                 let now = Instant::now();
                 let mut map = acks.lock().unwrap_or_else(|e| e.into_inner());
