@@ -220,7 +220,7 @@ enum Drain {
 /// `budget_per_socket` datagrams each; a socket left unfinished is served again without waiting),
 /// route each datagram and send the forwards in batches that point at the receive buffers, run
 /// the relay's timer, then forward its events. Failures to open a channel's socket are reported
-/// as [`RelayEvent::ChannelFailed`].
+/// as [`RelayEvent::ChannelFailed`]. Events queue in an unbounded channel: drain it.
 pub struct RelayServer {
     config: RelayServerConfig,
     poll: Poll,
@@ -351,7 +351,13 @@ impl RelayServer {
                             return Ok(());
                         }
                     }
-                    CONTROL => self.drain_control(now),
+                    CONTROL => {
+                        if self.drain_control(now) == Drain::BudgetSpent
+                            && !unfinished.contains(&token)
+                        {
+                            unfinished.push(token);
+                        }
+                    }
                     Token(t) => {
                         if self.drain_channel(t - FIRST_CHANNEL, now, &mut batch)
                             == Drain::BudgetSpent
@@ -428,15 +434,16 @@ impl RelayServer {
         }
     }
 
-    fn drain_control(&mut self, now: Instant) {
+    /// Reads the control port until `WouldBlock` or the budget, applying verified commands.
+    fn drain_control(&mut self, now: Instant) -> Drain {
         let mut buf = [0u8; SLOT_LEN];
         for _ in 0..self.config.budget_per_socket {
             let Some(control) = self.control.as_mut() else {
-                return;
+                return Drain::Done;
             };
             let (len, from) = match control.socket.recv_from(&mut buf) {
                 Ok(received) => received,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Drain::Done,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     tracing::debug!("control receive failed: {e}");
@@ -465,6 +472,7 @@ impl RelayServer {
             }
             self.apply(now, verified.command);
         }
+        Drain::BudgetSpent
     }
 
     fn apply(&mut self, now: Instant, command: RelayCommand) {
