@@ -13,10 +13,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
-use switchboard_core::relay::packet::{self, Operation, PACKET_LEN};
+use switchboard_core::relay::packet::{self, Operation, PACKET_LEN, SystemPacket};
 use switchboard_core::relay::{
-    ChannelId, CommandKey, CommandVerifier, ControlCounters, DropCounters, Relay, RelayCommand,
-    RelayConfig, RelayEvent, Route,
+    ChannelId, CommandKey, CommandVerifier, ControlCounters, ControlError, DropCounters, Relay,
+    RelayCommand, RelayConfig, RelayEvent, ReportSigner, Route,
 };
 
 use crate::batch::{SLOT_LEN, SendBatch, SendCounters, SendMode};
@@ -205,6 +205,17 @@ struct ChannelSocket {
 struct ControlSocket {
     socket: UdpSocket,
     verifier: CommandVerifier,
+    /// Signs the events reported to the hub.
+    reporter: ReportSigner,
+    /// Where the last verified command came from: events are reported there.
+    hub: Option<SocketAddr>,
+}
+
+/// The wall clock as time since the Unix epoch (signed packets carry it).
+fn unix_now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
 }
 
 /// Whether a socket was read until `WouldBlock`.
@@ -278,7 +289,8 @@ impl RelayServer {
     /// A relay that runs as its own process: besides the handle, it listens on `control.addr`
     /// for system packets signed by the hub (`switchboard_core::relay::control`), applies the
     /// ones that verify and answers an ACK when their `ackid` is set. Refusals are counted in
-    /// [`RelayStats::control`].
+    /// [`RelayStats::control`]. Its events also go, signed (`switchboard_core::relay::report`),
+    /// to the address the last verified command came from.
     pub fn with_control_port(
         config: RelayServerConfig,
         control: ControlPort,
@@ -291,7 +303,9 @@ impl RelayServer {
             .register(&mut socket, CONTROL, Interest::READABLE)?;
         server.control = Some(ControlSocket {
             socket,
-            verifier: CommandVerifier::new(control.key),
+            verifier: CommandVerifier::new(control.key.clone()),
+            reporter: ReportSigner::new(control.key, unix_now().as_micros() as u64),
+            hub: None,
         });
         Ok((server, handle, events))
     }
@@ -370,7 +384,7 @@ impl RelayServer {
             }
             self.relay.handle_timeout(now);
             while let Some(event) = self.relay.poll_event() {
-                let _ = self.events.send(event);
+                self.emit(event);
             }
         }
     }
@@ -450,29 +464,51 @@ impl RelayServer {
                     continue;
                 }
             };
-            let unix_now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default();
-            let verified = match control.verifier.verify(&buf[..len], unix_now) {
+            let verified = control.verifier.verify(&buf[..len], unix_now());
+            let acknowledge = match &verified {
+                Ok(_) => true,
+                // An authentic, fresh packet already applied: the hub resends when an ACK is
+                // lost, so acknowledge it again (without applying it twice).
+                Err(ControlError::Replayed { .. }) => true,
+                Err(_) => false,
+            };
+            if acknowledge
+                && let Ok(sys) = SystemPacket::parse(&buf[..len])
+                && sys.ackid != 0
+            {
+                let mut ack = [0u8; PACKET_LEN];
+                if packet::write_system(&mut ack, Operation::Ack, sys.uid, sys.ackid).is_ok() {
+                    let _ = control.socket.send_to(&ack, from);
+                }
+            }
+            let verified = match verified {
                 Ok(verified) => verified,
                 Err(e) => {
                     tracing::debug!(%from, "control packet refused: {e}");
                     continue;
                 }
             };
-            if verified.ackid != 0 {
-                let uid = match verified.command {
-                    RelayCommand::Join { uid, .. } | RelayCommand::Leave { uid, .. } => uid,
-                    _ => 0,
-                };
-                let mut ack = [0u8; PACKET_LEN];
-                if packet::write_system(&mut ack, Operation::Ack, uid, verified.ackid).is_ok() {
-                    let _ = control.socket.send_to(&ack, from);
-                }
-            }
+            control.hub = Some(from);
             self.apply(now, verified.command);
         }
         Drain::BudgetSpent
+    }
+
+    /// Hands an event to the owner, and in separate-process mode reports it to the hub as a
+    /// signed packet (once: UDP, best effort).
+    fn emit(&mut self, event: RelayEvent) {
+        if let Some(control) = self.control.as_mut()
+            && let Some(hub) = control.hub
+        {
+            let mut packet = [0u8; PACKET_LEN];
+            let issued = u64::try_from(unix_now().as_millis()).unwrap_or(u64::MAX);
+            if control.reporter.encode(&event, issued, &mut packet).is_ok()
+                && let Err(e) = control.socket.send_to(&packet, hub)
+            {
+                tracing::debug!(%hub, "event report not sent: {e}");
+            }
+        }
+        let _ = self.events.send(event);
     }
 
     fn apply(&mut self, now: Instant, command: RelayCommand) {
@@ -484,7 +520,7 @@ impl RelayServer {
                 },
                 Err(e) => {
                     tracing::warn!(channel, port, "cannot open channel: {e}");
-                    let _ = self.events.send(RelayEvent::ChannelFailed {
+                    self.emit(RelayEvent::ChannelFailed {
                         channel,
                         error: e.to_string(),
                     });
