@@ -1,6 +1,6 @@
 //! The relay's poll loop: one UDP socket per channel, commands through a channel + waker.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::AsRawFd;
@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
+use switchboard_core::relay::control::{SIGNED_LEN, TAG_LEN};
 use switchboard_core::relay::packet::{self, Operation, PACKET_LEN, SystemPacket};
 use switchboard_core::relay::{
     ChannelId, CommandKey, CommandVerifier, ControlCounters, ControlError, DropCounters, Relay,
@@ -209,6 +210,21 @@ struct ControlSocket {
     reporter: ReportSigner,
     /// Where the last verified command came from: events are reported there.
     hub: Option<SocketAddr>,
+    /// Tags of the last accepted commands: a replay of one of them is a retransmission (its
+    /// ACK was lost) and is acknowledged again.
+    recent_tags: VecDeque<[u8; TAG_LEN]>,
+}
+
+/// How many accepted command tags are remembered for re-acknowledgement.
+const RECENT_TAGS: usize = 64;
+
+/// The tag of a signed control packet (which verified, so it is 512 bytes long).
+fn tag_of(datagram: &[u8]) -> [u8; TAG_LEN] {
+    let mut tag = [0u8; TAG_LEN];
+    if let Some(bytes) = datagram.get(SIGNED_LEN..SIGNED_LEN + TAG_LEN) {
+        tag.copy_from_slice(bytes);
+    }
+    tag
 }
 
 /// The wall clock as time since the Unix epoch (signed packets carry it).
@@ -306,6 +322,7 @@ impl RelayServer {
             verifier: CommandVerifier::new(control.key.clone()),
             reporter: ReportSigner::new(control.key, unix_now().as_micros() as u64),
             hub: None,
+            recent_tags: VecDeque::with_capacity(RECENT_TAGS),
         });
         Ok((server, handle, events))
     }
@@ -465,11 +482,19 @@ impl RelayServer {
                 }
             };
             let verified = control.verifier.verify(&buf[..len], unix_now());
+            let tag = tag_of(&buf[..len]);
             let acknowledge = match &verified {
-                Ok(_) => true,
-                // An authentic, fresh packet already applied: the hub resends when an ACK is
-                // lost, so acknowledge it again (without applying it twice).
-                Err(ControlError::Replayed { .. }) => true,
+                Ok(_) => {
+                    if control.recent_tags.len() == RECENT_TAGS {
+                        control.recent_tags.pop_front();
+                    }
+                    control.recent_tags.push_back(tag);
+                    true
+                }
+                // The very packet of a command already applied: the hub resends when an ACK is
+                // lost, so acknowledge it again (without applying it twice). A different packet
+                // with an old sequence (a hub restarted with a low sequence) gets no ACK.
+                Err(ControlError::Replayed { .. }) => control.recent_tags.contains(&tag),
                 Err(_) => false,
             };
             if acknowledge

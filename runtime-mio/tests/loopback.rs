@@ -317,6 +317,17 @@ fn separate_process_mode_takes_signed_commands_only() -> TestResult {
     let mut ack = [0u8; 1024];
     let len = hub.recv(&mut ack)?;
     assert_eq!(SystemPacket::parse(&ack[..len])?.ackid, 102);
+    // A new command with a used sequence (a hub restarted from 1) is refused, and not ACKed.
+    CommandSigner::new(key_for_reports.clone(), 2).encode(
+        &RelayCommand::Leave {
+            channel: 3,
+            uid: 31,
+        },
+        103,
+        unix_ms,
+        &mut buf,
+    )?;
+    hub.send_to(&buf, control_addr)?;
     packet::write_system(&mut buf, Operation::Kill, 0, 0)?;
     hub.send_to(&buf, control_addr)?;
     let port = channel_port(&handle, 3)?;
@@ -357,7 +368,7 @@ fn separate_process_mode_takes_signed_commands_only() -> TestResult {
     );
     let control = handle.stats()?.control.ok_or("no control counters")?;
     assert_eq!(control.accepted, 3);
-    assert_eq!(control.replayed, 1);
+    assert_eq!(control.replayed, 2);
     assert_eq!(control.bad_signature, 1);
     assert!(
         handle.stats()?.channels.iter().any(|&(c, _)| c == 3),
