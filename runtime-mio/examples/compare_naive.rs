@@ -1,9 +1,12 @@
 //! Runs the end-to-end comparison against the naive relay and prints one line per case.
 //!
 //! `cargo run --release -p switchboard-runtime-mio --example compare_naive -- [--seconds N]
-//! [--workload burst|voice] [--fanout F]...`
+//! [--workload burst|voice] [--fanout F]... [--rounds R] [--flood]
+//! [--send-path gso|sendmmsg|sendmsg]` (`--flood`: unpaced bursts;
+//! `VERBOSE=1`: every window)
 #![allow(missing_docs)]
 
+use switchboard_runtime_mio::SendPath;
 use switchboard_runtime_mio::compare::{self, CompareOptions, Progress, Workload};
 
 fn main() -> std::io::Result<()> {
@@ -11,10 +14,21 @@ fn main() -> std::io::Result<()> {
     let mut fanouts = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
+        if arg == "--flood" {
+            opts.burst_output_rate = None;
+            continue;
+        }
         let value = args.next().unwrap_or_default();
         match arg.as_str() {
             "--seconds" => opts.seconds_per_case = value.parse().unwrap_or(opts.seconds_per_case),
             "--rounds" => opts.rounds = value.parse().unwrap_or(opts.rounds),
+            "--send-path" => {
+                opts.max_send_path = match value.as_str() {
+                    "sendmmsg" => SendPath::Sendmmsg,
+                    "sendmsg" => SendPath::PerPacket,
+                    _ => SendPath::GsoSendmmsg,
+                }
+            }
             "--fanout" => fanouts.extend(value.parse::<usize>().ok()),
             "--workload" => {
                 opts.workloads = match value.as_str() {

@@ -1,6 +1,6 @@
 //! The relay's poll loop: one UDP socket per channel, commands through a channel + waker.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::AsRawFd;
@@ -13,10 +13,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
-use switchboard_core::relay::packet::{self, Operation, PACKET_LEN};
+use switchboard_core::relay::control::{SIGNED_LEN, TAG_LEN};
+use switchboard_core::relay::packet::{self, Operation, PACKET_LEN, SystemPacket};
 use switchboard_core::relay::{
-    ChannelId, CommandKey, CommandVerifier, ControlCounters, DropCounters, Relay, RelayCommand,
-    RelayConfig, RelayEvent, Route,
+    ChannelId, CommandKey, CommandVerifier, ControlCounters, ControlError, DropCounters, Relay,
+    RelayCommand, RelayConfig, RelayEvent, ReportSigner, Route,
 };
 
 use crate::batch::{SLOT_LEN, SendBatch, SendCounters, SendMode};
@@ -205,6 +206,32 @@ struct ChannelSocket {
 struct ControlSocket {
     socket: UdpSocket,
     verifier: CommandVerifier,
+    /// Signs the events reported to the hub.
+    reporter: ReportSigner,
+    /// Where the last verified command came from: events are reported there.
+    hub: Option<SocketAddr>,
+    /// Tags of the last accepted commands: a replay of one of them is a retransmission (its
+    /// ACK was lost) and is acknowledged again.
+    recent_tags: VecDeque<[u8; TAG_LEN]>,
+}
+
+/// How many accepted command tags are remembered for re-acknowledgement.
+const RECENT_TAGS: usize = 64;
+
+/// The tag of a signed control packet (which verified, so it is 512 bytes long).
+fn tag_of(datagram: &[u8]) -> [u8; TAG_LEN] {
+    let mut tag = [0u8; TAG_LEN];
+    if let Some(bytes) = datagram.get(SIGNED_LEN..SIGNED_LEN + TAG_LEN) {
+        tag.copy_from_slice(bytes);
+    }
+    tag
+}
+
+/// The wall clock as time since the Unix epoch (signed packets carry it).
+fn unix_now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
 }
 
 /// Whether a socket was read until `WouldBlock`.
@@ -220,7 +247,7 @@ enum Drain {
 /// `budget_per_socket` datagrams each; a socket left unfinished is served again without waiting),
 /// route each datagram and send the forwards in batches that point at the receive buffers, run
 /// the relay's timer, then forward its events. Failures to open a channel's socket are reported
-/// as [`RelayEvent::ChannelFailed`].
+/// as [`RelayEvent::ChannelFailed`]. Events queue in an unbounded channel: drain it.
 pub struct RelayServer {
     config: RelayServerConfig,
     poll: Poll,
@@ -278,7 +305,8 @@ impl RelayServer {
     /// A relay that runs as its own process: besides the handle, it listens on `control.addr`
     /// for system packets signed by the hub (`switchboard_core::relay::control`), applies the
     /// ones that verify and answers an ACK when their `ackid` is set. Refusals are counted in
-    /// [`RelayStats::control`].
+    /// [`RelayStats::control`]. Its events also go, signed (`switchboard_core::relay::report`),
+    /// to the address the last verified command came from.
     pub fn with_control_port(
         config: RelayServerConfig,
         control: ControlPort,
@@ -291,7 +319,10 @@ impl RelayServer {
             .register(&mut socket, CONTROL, Interest::READABLE)?;
         server.control = Some(ControlSocket {
             socket,
-            verifier: CommandVerifier::new(control.key),
+            verifier: CommandVerifier::new(control.key.clone()),
+            reporter: ReportSigner::new(control.key, unix_now().as_micros() as u64),
+            hub: None,
+            recent_tags: VecDeque::with_capacity(RECENT_TAGS),
         });
         Ok((server, handle, events))
     }
@@ -351,7 +382,13 @@ impl RelayServer {
                             return Ok(());
                         }
                     }
-                    CONTROL => self.drain_control(now),
+                    CONTROL => {
+                        if self.drain_control(now) == Drain::BudgetSpent
+                            && !unfinished.contains(&token)
+                        {
+                            unfinished.push(token);
+                        }
+                    }
                     Token(t) => {
                         if self.drain_channel(t - FIRST_CHANNEL, now, &mut batch)
                             == Drain::BudgetSpent
@@ -364,7 +401,7 @@ impl RelayServer {
             }
             self.relay.handle_timeout(now);
             while let Some(event) = self.relay.poll_event() {
-                let _ = self.events.send(event);
+                self.emit(event);
             }
         }
     }
@@ -428,43 +465,75 @@ impl RelayServer {
         }
     }
 
-    fn drain_control(&mut self, now: Instant) {
+    /// Reads the control port until `WouldBlock` or the budget, applying verified commands.
+    fn drain_control(&mut self, now: Instant) -> Drain {
         let mut buf = [0u8; SLOT_LEN];
         for _ in 0..self.config.budget_per_socket {
             let Some(control) = self.control.as_mut() else {
-                return;
+                return Drain::Done;
             };
             let (len, from) = match control.socket.recv_from(&mut buf) {
                 Ok(received) => received,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Drain::Done,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     tracing::debug!("control receive failed: {e}");
                     continue;
                 }
             };
-            let unix_now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default();
-            let verified = match control.verifier.verify(&buf[..len], unix_now) {
+            let verified = control.verifier.verify(&buf[..len], unix_now());
+            let tag = tag_of(&buf[..len]);
+            let acknowledge = match &verified {
+                Ok(_) => {
+                    if control.recent_tags.len() == RECENT_TAGS {
+                        control.recent_tags.pop_front();
+                    }
+                    control.recent_tags.push_back(tag);
+                    true
+                }
+                // The very packet of a command already applied: the hub resends when an ACK is
+                // lost, so acknowledge it again (without applying it twice). A different packet
+                // with an old sequence (a hub restarted with a low sequence) gets no ACK.
+                Err(ControlError::Replayed { .. }) => control.recent_tags.contains(&tag),
+                Err(_) => false,
+            };
+            if acknowledge
+                && let Ok(sys) = SystemPacket::parse(&buf[..len])
+                && sys.ackid != 0
+            {
+                let mut ack = [0u8; PACKET_LEN];
+                if packet::write_system(&mut ack, Operation::Ack, sys.uid, sys.ackid).is_ok() {
+                    let _ = control.socket.send_to(&ack, from);
+                }
+            }
+            let verified = match verified {
                 Ok(verified) => verified,
                 Err(e) => {
                     tracing::debug!(%from, "control packet refused: {e}");
                     continue;
                 }
             };
-            if verified.ackid != 0 {
-                let uid = match verified.command {
-                    RelayCommand::Join { uid, .. } | RelayCommand::Leave { uid, .. } => uid,
-                    _ => 0,
-                };
-                let mut ack = [0u8; PACKET_LEN];
-                if packet::write_system(&mut ack, Operation::Ack, uid, verified.ackid).is_ok() {
-                    let _ = control.socket.send_to(&ack, from);
-                }
-            }
+            control.hub = Some(from);
             self.apply(now, verified.command);
         }
+        Drain::BudgetSpent
+    }
+
+    /// Hands an event to the owner, and in separate-process mode reports it to the hub as a
+    /// signed packet (once: UDP, best effort).
+    fn emit(&mut self, event: RelayEvent) {
+        if let Some(control) = self.control.as_mut()
+            && let Some(hub) = control.hub
+        {
+            let mut packet = [0u8; PACKET_LEN];
+            let issued = u64::try_from(unix_now().as_millis()).unwrap_or(u64::MAX);
+            if control.reporter.encode(&event, issued, &mut packet).is_ok()
+                && let Err(e) = control.socket.send_to(&packet, hub)
+            {
+                tracing::debug!(%hub, "event report not sent: {e}");
+            }
+        }
+        let _ = self.events.send(event);
     }
 
     fn apply(&mut self, now: Instant, command: RelayCommand) {
@@ -476,7 +545,7 @@ impl RelayServer {
                 },
                 Err(e) => {
                     tracing::warn!(channel, port, "cannot open channel: {e}");
-                    let _ = self.events.send(RelayEvent::ChannelFailed {
+                    self.emit(RelayEvent::ChannelFailed {
                         channel,
                         error: e.to_string(),
                     });

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use switchboard_core::relay::packet::{self, Operation, PACKET_LEN, SystemPacket};
 use switchboard_core::relay::{
-    CommandKey, CommandSigner, DropReason, RelayCommand, RelayConfig, RelayEvent,
+    CommandKey, CommandSigner, DropReason, RelayCommand, RelayConfig, RelayEvent, ReportVerifier,
 };
 use switchboard_runtime_mio::{
     ControlPort, RelayHandle, RelayServer, RelayServerConfig, RelayStats, SendPath,
@@ -281,6 +281,7 @@ fn separate_process_mode_takes_signed_commands_only() -> TestResult {
     let thread = server.spawn()?;
     let hub = UdpSocket::bind("127.0.0.1:0")?;
     hub.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let key_for_reports = key.clone();
     let mut signer = CommandSigner::new(key, 1);
     let mut buf = [0u8; PACKET_LEN];
     let unix_ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as u64;
@@ -310,7 +311,22 @@ fn separate_process_mode_takes_signed_commands_only() -> TestResult {
         let len = hub.recv(&mut ack)?;
         assert_eq!(SystemPacket::parse(&ack[..len])?.ackid, 100 + i as u32);
     }
-    // Replayed and unsigned commands are refused.
+    // A replayed command is not applied again, but acknowledged again (the hub resends a
+    // command whose ACK was lost); an unsigned one is refused.
+    hub.send_to(&buf, control_addr)?;
+    let mut ack = [0u8; 1024];
+    let len = hub.recv(&mut ack)?;
+    assert_eq!(SystemPacket::parse(&ack[..len])?.ackid, 102);
+    // A new command with a used sequence (a hub restarted from 1) is refused, and not ACKed.
+    CommandSigner::new(key_for_reports.clone(), 2).encode(
+        &RelayCommand::Leave {
+            channel: 3,
+            uid: 31,
+        },
+        103,
+        unix_ms,
+        &mut buf,
+    )?;
     hub.send_to(&buf, control_addr)?;
     packet::write_system(&mut buf, Operation::Kill, 0, 0)?;
     hub.send_to(&buf, control_addr)?;
@@ -329,9 +345,30 @@ fn separate_process_mode_takes_signed_commands_only() -> TestResult {
     }
     x.send_data(port, 0x30)?;
     assert_eq!(y.recv().ok_or("no forward")?[8], 0x30);
+    // The bindings were reported to the hub, signed.
+    let mut reports = ReportVerifier::new(key_for_reports);
+    let mut bound = Vec::new();
+    for _ in 0..2 {
+        let mut datagram = [0u8; 1024];
+        let len = hub.recv(&mut datagram)?;
+        let unix_now = SystemTime::now().duration_since(UNIX_EPOCH)?;
+        match reports.verify(&datagram[..len], unix_now)?.event {
+            RelayEvent::MemberBound {
+                channel: 3,
+                uid,
+                addr,
+            } => bound.push((uid, addr)),
+            other => return Err(format!("unexpected report {other:?}").into()),
+        }
+    }
+    bound.sort();
+    assert_eq!(
+        bound,
+        vec![(30, x.socket.local_addr()?), (31, y.socket.local_addr()?)]
+    );
     let control = handle.stats()?.control.ok_or("no control counters")?;
     assert_eq!(control.accepted, 3);
-    assert_eq!(control.replayed, 1);
+    assert_eq!(control.replayed, 2);
     assert_eq!(control.bad_signature, 1);
     assert!(
         handle.stats()?.channels.iter().any(|&(c, _)| c == 3),

@@ -44,16 +44,123 @@ use super::{ChannelId, JOIN_TOKEN_LEN, RelayCommand};
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// Domain separation for the tag (prefixed to the signed bytes).
+/// Domain separation for the tag of commands (prefixed to the signed bytes).
 const CONTEXT: &[u8] = b"switchboard-relay-cmd-v1";
+/// Domain separation for the tag of reports (relay events, see `report`).
+const REPORT_CONTEXT: &[u8] = b"switchboard-relay-evt-v1";
 const SCHEME_VERSION: u8 = 1;
-const CHANNEL_AT: usize = SYSTEM_HEADER_LEN;
-const PORT_AT: usize = 32;
-const FLAGS_AT: usize = 34;
+pub(super) const CHANNEL_AT: usize = SYSTEM_HEADER_LEN;
+pub(super) const PORT_AT: usize = 32;
+pub(super) const FLAGS_AT: usize = 34;
 const VERSION_AT: usize = 35;
 const ISSUED_AT: usize = 36;
 const SEQUENCE_AT: usize = 44;
-const TOKEN_AT: usize = 52;
+/// Join token (commands) or IP address (reports).
+pub(super) const TOKEN_AT: usize = 52;
+/// Reports also sign this much text (an error message) after the tag.
+pub(super) const REPORT_TEXT_AT: usize = SIGNED_LEN + TAG_LEN;
+/// Bytes of report text.
+pub(super) const REPORT_TEXT_LEN: usize = 128;
+
+/// Which way a signed packet goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Direction {
+    /// Hub to relay.
+    Command,
+    /// Relay to hub.
+    Report,
+}
+
+/// Writes the signed fields after the header (channel, port, flags, version, time, sequence).
+pub(super) fn write_signed_fields(
+    buf: &mut [u8; PACKET_LEN],
+    channel: ChannelId,
+    port: u16,
+    flags: u8,
+    issued_unix_ms: u64,
+    sequence: u64,
+) {
+    buf[CHANNEL_AT..PORT_AT].copy_from_slice(&channel.to_be_bytes());
+    buf[PORT_AT..FLAGS_AT].copy_from_slice(&port.to_be_bytes());
+    buf[FLAGS_AT] = flags;
+    buf[VERSION_AT] = SCHEME_VERSION;
+    buf[ISSUED_AT..SEQUENCE_AT].copy_from_slice(&issued_unix_ms.to_be_bytes());
+    buf[SEQUENCE_AT..TOKEN_AT].copy_from_slice(&sequence.to_be_bytes());
+}
+
+/// Writes the tag of a packet whose other bytes are final.
+pub(super) fn seal(key: &CommandKey, direction: Direction, buf: &mut [u8; PACKET_LEN]) {
+    let tag = key.tag(direction, buf).finalize().into_bytes();
+    buf[SIGNED_LEN..SIGNED_LEN + TAG_LEN].copy_from_slice(&tag);
+}
+
+/// Freshness of signed packets: timestamps near the clock, sequences increasing.
+#[derive(Debug, Clone)]
+pub(super) struct ReplayGuard {
+    pub(super) max_skew: Duration,
+    pub(super) last_sequence: Option<u64>,
+}
+
+impl ReplayGuard {
+    pub(super) fn new() -> ReplayGuard {
+        ReplayGuard {
+            max_skew: Duration::from_secs(30),
+            last_sequence: None,
+        }
+    }
+
+    /// Checks scheme, flags, tag and freshness of a signed packet; returns its sequence.
+    /// Nothing changes: call [`ReplayGuard::accept`] once the packet is used.
+    pub(super) fn check(
+        &self,
+        key: &CommandKey,
+        direction: Direction,
+        bytes: &[u8; PACKET_LEN],
+        allowed_flags: u8,
+        unix_now: Duration,
+    ) -> Result<u64, ControlError> {
+        if bytes[VERSION_AT] != SCHEME_VERSION || bytes[FLAGS_AT] & !allowed_flags != 0 {
+            return Err(ControlError::UnsupportedScheme);
+        }
+        key.tag(direction, bytes)
+            .verify_slice(&bytes[SIGNED_LEN..SIGNED_LEN + TAG_LEN])
+            .map_err(|_| ControlError::BadSignature)?;
+        let issued_unix_ms = be_u64(bytes, ISSUED_AT);
+        let now_unix_ms = u64::try_from(unix_now.as_millis()).unwrap_or(u64::MAX);
+        let skew_ms = u64::try_from(self.max_skew.as_millis()).unwrap_or(u64::MAX);
+        if issued_unix_ms.abs_diff(now_unix_ms) > skew_ms {
+            return Err(ControlError::Stale {
+                issued_unix_ms,
+                now_unix_ms,
+            });
+        }
+        let sequence = be_u64(bytes, SEQUENCE_AT);
+        if let Some(last) = self.last_sequence
+            && sequence <= last
+        {
+            return Err(ControlError::Replayed { sequence, last });
+        }
+        Ok(sequence)
+    }
+
+    pub(super) fn accept(&mut self, sequence: u64) {
+        self.last_sequence = Some(sequence);
+    }
+}
+
+impl ControlCounters {
+    /// Counts one verification outcome.
+    pub(super) fn count<T>(&mut self, result: &Result<T, ControlError>) {
+        match result {
+            Ok(_) => self.accepted += 1,
+            Err(ControlError::BadSignature | ControlError::UnsupportedScheme) => {
+                self.bad_signature += 1
+            }
+            Err(ControlError::Stale { .. } | ControlError::Replayed { .. }) => self.replayed += 1,
+            Err(_) => self.malformed += 1,
+        }
+    }
+}
 /// Bytes covered by the tag.
 pub const SIGNED_LEN: usize = 68;
 /// Length of the tag that follows the signed bytes.
@@ -66,8 +173,8 @@ pub enum ControlError {
     /// Not a well-formed system packet.
     #[error("malformed control packet: {0}")]
     Malformed(#[from] PacketError),
-    /// A system packet that carries no command (KEEPALIVE, ACK).
-    #[error("operation {0:?} is not a hub command")]
+    /// A system packet that carries no command (KEEPALIVE, ACK) or no report.
+    #[error("operation {0:?} carries no command or report")]
     NotACommand(Operation),
     /// Unknown scheme version or flags.
     #[error("unsupported signature scheme")]
@@ -109,10 +216,21 @@ impl CommandKey {
         CommandKey { mac }
     }
 
-    fn tag(&self, signed: &[u8]) -> HmacSha256 {
+    /// The tag state over a packet's signed bytes for one direction (each direction has its own
+    /// context string, so a command can never pass for a report or the reverse).
+    pub(super) fn tag(&self, direction: Direction, packet: &[u8; PACKET_LEN]) -> HmacSha256 {
         let mut mac = self.mac.clone();
-        mac.update(CONTEXT);
-        mac.update(signed);
+        match direction {
+            Direction::Command => {
+                mac.update(CONTEXT);
+                mac.update(&packet[..SIGNED_LEN]);
+            }
+            Direction::Report => {
+                mac.update(REPORT_CONTEXT);
+                mac.update(&packet[..SIGNED_LEN]);
+                mac.update(&packet[REPORT_TEXT_AT..REPORT_TEXT_AT + REPORT_TEXT_LEN]);
+            }
+        }
         mac
     }
 }
@@ -170,17 +288,12 @@ impl CommandSigner {
         packet::write_system(buf, operation, uid, ackid)?;
         let sequence = self.next_sequence;
         self.next_sequence = self.next_sequence.wrapping_add(1);
-        buf[CHANNEL_AT..PORT_AT].copy_from_slice(&channel.to_be_bytes());
-        buf[PORT_AT..FLAGS_AT].copy_from_slice(&port.to_be_bytes());
-        buf[FLAGS_AT] = if token.is_some() { FLAG_TOKEN } else { 0 };
-        buf[VERSION_AT] = SCHEME_VERSION;
-        buf[ISSUED_AT..SEQUENCE_AT].copy_from_slice(&issued_unix_ms.to_be_bytes());
-        buf[SEQUENCE_AT..TOKEN_AT].copy_from_slice(&sequence.to_be_bytes());
+        let flags = if token.is_some() { FLAG_TOKEN } else { 0 };
+        write_signed_fields(buf, channel, port, flags, issued_unix_ms, sequence);
         if let Some(token) = token {
             buf[TOKEN_AT..SIGNED_LEN].copy_from_slice(&token);
         }
-        let tag = self.key.tag(&buf[..SIGNED_LEN]).finalize().into_bytes();
-        buf[SIGNED_LEN..SIGNED_LEN + TAG_LEN].copy_from_slice(&tag);
+        seal(&self.key, Direction::Command, buf);
         Ok(sequence)
     }
 }
@@ -213,8 +326,7 @@ pub struct ControlCounters {
 #[derive(Debug, Clone)]
 pub struct CommandVerifier {
     key: CommandKey,
-    max_skew: Duration,
-    last_sequence: Option<u64>,
+    guard: ReplayGuard,
     counters: ControlCounters,
 }
 
@@ -223,15 +335,14 @@ impl CommandVerifier {
     pub fn new(key: CommandKey) -> CommandVerifier {
         CommandVerifier {
             key,
-            max_skew: Duration::from_secs(30),
-            last_sequence: None,
+            guard: ReplayGuard::new(),
             counters: ControlCounters::default(),
         }
     }
 
     /// Changes the accepted clock difference.
     pub fn with_max_skew(mut self, max_skew: Duration) -> CommandVerifier {
-        self.max_skew = max_skew;
+        self.guard.max_skew = max_skew;
         self
     }
 
@@ -248,18 +359,9 @@ impl CommandVerifier {
         unix_now: Duration,
     ) -> Result<VerifiedCommand, ControlError> {
         let result = self.check(datagram, unix_now);
-        match &result {
-            Ok(cmd) => {
-                self.counters.accepted += 1;
-                self.last_sequence = Some(cmd.sequence);
-            }
-            Err(ControlError::BadSignature | ControlError::UnsupportedScheme) => {
-                self.counters.bad_signature += 1
-            }
-            Err(ControlError::Stale { .. } | ControlError::Replayed { .. }) => {
-                self.counters.replayed += 1
-            }
-            Err(_) => self.counters.malformed += 1,
+        self.counters.count(&result);
+        if let Ok(cmd) = &result {
+            self.guard.accept(cmd.sequence);
         }
         result
     }
@@ -272,28 +374,9 @@ impl CommandVerifier {
         if matches!(sys.operation, Operation::Keepalive | Operation::Ack) {
             return Err(ControlError::NotACommand(sys.operation));
         }
-        if bytes[VERSION_AT] != SCHEME_VERSION || bytes[FLAGS_AT] & !FLAG_TOKEN != 0 {
-            return Err(ControlError::UnsupportedScheme);
-        }
-        self.key
-            .tag(&bytes[..SIGNED_LEN])
-            .verify_slice(&bytes[SIGNED_LEN..SIGNED_LEN + TAG_LEN])
-            .map_err(|_| ControlError::BadSignature)?;
-        let issued_unix_ms = be_u64(bytes, ISSUED_AT);
-        let now_unix_ms = u64::try_from(unix_now.as_millis()).unwrap_or(u64::MAX);
-        let skew_ms = u64::try_from(self.max_skew.as_millis()).unwrap_or(u64::MAX);
-        if issued_unix_ms.abs_diff(now_unix_ms) > skew_ms {
-            return Err(ControlError::Stale {
-                issued_unix_ms,
-                now_unix_ms,
-            });
-        }
-        let sequence = be_u64(bytes, SEQUENCE_AT);
-        if let Some(last) = self.last_sequence
-            && sequence <= last
-        {
-            return Err(ControlError::Replayed { sequence, last });
-        }
+        let sequence =
+            self.guard
+                .check(&self.key, Direction::Command, bytes, FLAG_TOKEN, unix_now)?;
         let channel: ChannelId = be_u64(bytes, CHANNEL_AT);
         let command = match sys.operation {
             Operation::Open => RelayCommand::OpenChannel {

@@ -8,6 +8,7 @@
 //! - [`packet`]: the 512-byte KV packets (parse borrowed, write into caller-owned buffers).
 //! - [`Relay`]: the machine (commands in, [`Route`] decisions inline, events and expiry out).
 //! - [`control`]: hub commands as HMAC-signed system packets, for a relay in its own process.
+//! - [`report`]: that relay's events back to the hub, signed the same way (own context string).
 //!
 //! Security model (an improvement over the KV prototype): knowing a uid is not enough to inject
 //! into a channel or hijack a member. A member's packets are accepted only from the address bound
@@ -19,6 +20,7 @@
 
 pub mod control;
 pub mod packet;
+pub mod report;
 // `relay::relay` is the brief's file layout; everything is re-exported here.
 #[allow(clippy::module_inception)]
 mod relay;
@@ -30,6 +32,7 @@ pub use packet::{
     Operation, PACKET_LEN, Packet, PacketError, SystemPacket, USER_DATA_LEN, UserPacket,
 };
 pub use relay::{CommandError, DropCounters, DropReason, Relay, RelayConfig, Route, Targets};
+pub use report::{ReportSigner, ReportVerifier, VerifiedReport};
 
 /// A channel id (the KV protocol's `chid`).
 pub type ChannelId = u64;

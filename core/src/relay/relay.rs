@@ -143,7 +143,8 @@ impl<'a> Targets<'a> {
 /// What to do with a datagram received on a channel's socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route<'a> {
-    /// Send the received datagram, unchanged, to each of these addresses.
+    /// Send the received datagram, unchanged, to each of these addresses (one per other bound
+    /// member: two uids bound to one address get it twice, as two members would).
     Forward(Targets<'a>),
     /// Send this packet (an ACK) back to `to`.
     Reply {
@@ -195,13 +196,29 @@ struct Channel {
     port: u16,
     members: Vec<Member>,
     by_uid: HashMap<Uid, u32, SeededHash>,
+    /// `uids[i] == members[i].uid`: small channels are searched linearly (one or two cache lines
+    /// instead of a hash and two probes).
+    uids: Vec<Uid>,
     /// Addresses of the bound members, contiguous for [`Targets`].
     bound: Vec<SocketAddr>,
     /// `bound_member[i]` is the index in `members` of the owner of `bound[i]`.
     bound_member: Vec<u32>,
 }
 
+/// Channels up to this many members are searched linearly.
+const LINEAR_SEARCH_MAX: usize = 96;
+
 impl Channel {
+    /// The index of `uid` in `members`.
+    #[inline]
+    fn find(&self, uid: Uid) -> Option<usize> {
+        if self.uids.len() <= LINEAR_SEARCH_MAX {
+            self.uids.iter().position(|&u| u == uid)
+        } else {
+            self.by_uid.get(&uid).map(|&i| i as usize)
+        }
+    }
+
     fn bind(&mut self, member: usize, addr: SocketAddr) {
         let m = &mut self.members[member];
         m.addr = Some(addr);
@@ -232,6 +249,7 @@ impl Channel {
     fn remove(&mut self, member: usize) -> Member {
         self.unbind(member);
         let removed = self.members.swap_remove(member);
+        self.uids.swap_remove(member);
         self.by_uid.remove(&removed.uid);
         if let Some(moved) = self.members.get(member) {
             self.by_uid.insert(moved.uid, member as u32);
@@ -349,6 +367,7 @@ impl Relay {
                     port,
                     members: Vec::new(),
                     by_uid: HashMap::with_hasher(SeededHash(self.config.hash_seed)),
+                    uids: Vec::new(),
                     bound: Vec::new(),
                     bound_member: Vec::new(),
                 };
@@ -385,9 +404,8 @@ impl Relay {
                 let ch = self
                     .channel_mut(channel)
                     .ok_or(CommandError::UnknownChannel(channel))?;
-                match ch.by_uid.get(&uid) {
-                    Some(&i) => {
-                        let i = i as usize;
+                match ch.find(uid) {
+                    Some(i) => {
                         if ch.members[i].token != token {
                             ch.unbind(i);
                             ch.members[i].token = token;
@@ -396,6 +414,7 @@ impl Relay {
                     }
                     None => {
                         ch.by_uid.insert(uid, ch.members.len() as u32);
+                        ch.uids.push(uid);
                         ch.members.push(Member {
                             uid,
                             addr: None,
@@ -446,10 +465,9 @@ impl Relay {
             Packet::User(user) => (user.uid, None),
             Packet::System(sys) => (sys.uid, Some(sys)),
         };
-        let Some(&member) = ch.by_uid.get(&uid) else {
+        let Some(member) = ch.find(uid) else {
             return drop_packet(&mut self.drops, DropReason::NotMember);
         };
-        let member = member as usize;
         let m = &ch.members[member];
         let joining = system.filter(|s| s.operation == Operation::Join);
         let verdict = match (&m.token, joining) {
@@ -536,7 +554,9 @@ impl Relay {
         self.next_sweep = earliest.map(|e| e.max(now + self.config.sweep_interval));
     }
 
-    /// When to call [`Relay::handle_timeout`] next (`None`: no member can expire).
+    /// When to call [`Relay::handle_timeout`] next (`None`: no member can expire). This is only
+    /// the expiry sweep: events wait in [`Relay::poll_event`], which the owner drains after every
+    /// call that can produce one (`route`, `handle_timeout`).
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.next_sweep
     }
@@ -569,8 +589,7 @@ impl Relay {
     /// The address `uid` is bound to in `channel`.
     pub fn member_addr(&self, channel: ChannelId, uid: Uid) -> Option<SocketAddr> {
         let ch = self.channel(channel)?;
-        let &i = ch.by_uid.get(&uid)?;
-        ch.members[i as usize].addr
+        ch.members[ch.find(uid)?].addr
     }
 
     fn channel(&self, channel: ChannelId) -> Option<&Channel> {

@@ -563,6 +563,33 @@ fn channels_are_independent() {
     assert_eq!(relay.channel_port(11), Some(4001));
 }
 
+#[test]
+fn large_channels_find_members_by_hash() {
+    let t0 = base();
+    let uids: Vec<Uid> = (1..=200).collect();
+    let mut relay = relay_with(t0, &uids);
+    for &uid in &uids {
+        relay.route(t0, CH, addr(uid as u16), &user(uid));
+    }
+    relay
+        .handle_command(
+            t0,
+            RelayCommand::Leave {
+                channel: CH,
+                uid: 7,
+            },
+        )
+        .expect("member");
+    assert_eq!(
+        relay.route(t0, CH, addr(7), &user(7)),
+        Route::Drop(DropReason::NotMember)
+    );
+    let to = forwarded(relay.route(t0, CH, addr(200), &user(200)));
+    assert_eq!(to.len(), 198);
+    assert!(!to.contains(&addr(200)) && !to.contains(&addr(7)));
+    assert_eq!(relay.member_addr(CH, 150), Some(addr(150)));
+}
+
 /// An operation of the `relay_machine` model test (stands in for a fuzz target).
 #[derive(Debug, Clone)]
 enum Step {
