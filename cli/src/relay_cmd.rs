@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use switchboard_core::relay::{
-    CommandKey, CommandSigner, Operation, PACKET_LEN, RelayCommand, SystemPacket,
+    CommandKey, CommandSigner, Operation, PACKET_LEN, RelayCommand, ReportVerifier, SystemPacket,
 };
 use switchboard_runtime_mio::{ControlPort, RelayHandle, RelayServer, RelayServerConfig};
 use switchboard_runtime_smol::server::RelayBridge;
@@ -68,14 +68,6 @@ fn forward_events(
 }
 
 /// Starts the relay loop in its own thread; returns the hub's bridge to it and its handle.
-pub fn local(bind_ip: IpAddr) -> io::Result<(RelayBridge, RelayHandle)> {
-    local_with(RelayServerConfig {
-        bind_ip,
-        ..RelayServerConfig::default()
-    })
-}
-
-/// [`local`] with a chosen configuration (the demo shortens member expiry).
 pub fn local_with(cfg: RelayServerConfig) -> io::Result<(RelayBridge, RelayHandle)> {
     let (server, handle, events) = RelayServer::new(cfg)?;
     tracing::info!(
@@ -116,18 +108,31 @@ pub fn remote(control: SocketAddr, key: CommandKey) -> io::Result<RelayBridge> {
     let pending: Arc<Mutex<BTreeMap<u32, Pending>>> = Arc::default();
     let recv_socket = socket.try_clone()?;
     let acks = pending.clone();
+    // The relay reports its events (member expired or bound, channel failed) signed, to the
+    // address its commands come from.
+    let mut reports = ReportVerifier::new(key.clone());
+    let (events_tx, events) = async_channel::unbounded();
     std::thread::Builder::new()
         .name("relay-control".into())
         .spawn(move || {
             let mut buf = [0u8; 2048];
             loop {
-                if let Ok(n) = recv_socket.recv(&mut buf)
-                    && let Ok(p) = SystemPacket::parse(&buf[..n])
-                    && p.operation == Operation::Ack
-                {
-                    acks.lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&p.ackid);
+                if let Ok(n) = recv_socket.recv(&mut buf) {
+                    match SystemPacket::parse(&buf[..n]) {
+                        Ok(p) if p.operation == Operation::Ack => {
+                            acks.lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .remove(&p.ackid);
+                        }
+                        _ => match reports.verify(&buf[..n], unix_now()) {
+                            Ok(r) => {
+                                if events_tx.send_blocking(r.event).is_err() {
+                                    return; // the hub is gone
+                                }
+                            }
+                            Err(e) => tracing::debug!("relay packet refused: {e}"),
+                        },
+                    }
                 }
                 let now = Instant::now();
                 let mut map = acks.lock().unwrap_or_else(|e| e.into_inner());
@@ -146,7 +151,9 @@ pub fn remote(control: SocketAddr, key: CommandKey) -> io::Result<RelayBridge> {
                 });
             }
         })?;
-    let mut signer = CommandSigner::new(key, 1);
+    // Sequences start at the hub's start time in µs: a relay that outlives a hub restart keeps
+    // accepting the new hub's commands (it refuses sequences it has seen).
+    let mut signer = CommandSigner::new(key, unix_now().as_micros() as u64);
     let mut next_ackid: u32 = 1;
     let send_socket = socket;
     let commands = Box::new(move |c: RelayCommand| {
@@ -171,8 +178,6 @@ pub fn remote(control: SocketAddr, key: CommandKey) -> io::Result<RelayBridge> {
             },
         );
     });
-    // A remote relay's events (member expiry) stay in its process; see the README.
-    let (_no_events, events) = async_channel::unbounded();
     Ok(RelayBridge { commands, events })
 }
 
@@ -189,6 +194,17 @@ pub struct RelayArgs {
     /// Address the channel sockets bind to.
     #[arg(long, default_value = "0.0.0.0")]
     bind: IpAddr,
+    /// Seconds of silence after which a member is removed (seed 002: 60).
+    #[arg(long, default_value_t = 60)]
+    member_expiry: u64,
+}
+
+/// The relay machine's configuration with a member expiry in seconds.
+pub fn relay_config(member_expiry_secs: u64) -> switchboard_core::relay::RelayConfig {
+    switchboard_core::relay::RelayConfig {
+        member_expiry: Duration::from_secs(member_expiry_secs.max(1)),
+        ..switchboard_core::relay::RelayConfig::default()
+    }
 }
 
 /// Runs a relay process until Ctrl-C.
@@ -201,6 +217,7 @@ pub fn run(args: RelayArgs) -> io::Result<ExitCode> {
     };
     let cfg = RelayServerConfig {
         bind_ip: args.bind,
+        relay: relay_config(args.member_expiry),
         ..RelayServerConfig::default()
     };
     let (server, handle, events) = RelayServer::with_control_port(
@@ -231,4 +248,10 @@ pub fn run(args: RelayArgs) -> io::Result<ExitCode> {
         Err(_) => return Err(io::Error::other("relay thread panicked")),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn unix_now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
 }

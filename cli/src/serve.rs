@@ -27,6 +27,9 @@ pub struct ServeArgs {
     /// (commands signed with DATA_DIR/relay.key).
     #[arg(long, default_value = "local")]
     relay: String,
+    /// Seconds of silence after which the local relay removes a member (seed 002: 60).
+    #[arg(long, default_value_t = 60)]
+    member_expiry: u64,
     /// Address the local relay's channel sockets bind to.
     #[arg(long, default_value = "0.0.0.0")]
     relay_bind: std::net::IpAddr,
@@ -78,7 +81,12 @@ pub fn run(args: ServeArgs) -> io::Result<ExitCode> {
         let (relay, _relay_handle) = match args.relay.as_str() {
             "off" => (None, None),
             "local" => {
-                let (bridge, handle) = crate::relay_cmd::local(args.relay_bind)?;
+                let (bridge, handle) =
+                    crate::relay_cmd::local_with(switchboard_runtime_mio::RelayServerConfig {
+                        bind_ip: args.relay_bind,
+                        relay: crate::relay_cmd::relay_config(args.member_expiry),
+                        ..switchboard_runtime_mio::RelayServerConfig::default()
+                    })?;
                 (Some(bridge), Some(handle))
             }
             addr => {

@@ -42,8 +42,9 @@ fn user_packet(uid: u64, text: &str) -> Vec<u8> {
     p
 }
 
-/// Registers two users, makes a channel, joins both, and checks they hear each other.
-fn exchange(kv_addr: &str) {
+/// Registers two users, makes a channel, joins both, and checks they hear each other. Returns
+/// (channel, alice, bob, alice's socket, relay address).
+fn exchange(kv_addr: &str) -> (u64, u64, u64, UdpSocket, String) {
     let alice = kv(kv_addr, 4, &[1, 1 | 4]); // by the admin (uid 1): add_channel + add_user
     let bob = kv(kv_addr, 4, &[0, 0]); // open registration
     assert!(alice != 0 && bob != 0);
@@ -92,6 +93,49 @@ fn exchange(kv_addr: &str) {
         spoofed |= buf[8..18] == *b"spoofed!!!";
     }
     assert!(!spoofed, "a spoofed uid got through");
+    (chid, alice, bob, a, relay)
+}
+
+/// bob goes silent; alice keeps alive. The relay expires bob (2 s in these tests) and the hub
+/// hears of it: `admin channels` lists only alice.
+fn bob_expires(
+    hub: &Proc,
+    data: &Path,
+    chid: u64,
+    alice: u64,
+    bob: u64,
+    a: &UdpSocket,
+    relay: &str,
+) {
+    let members = || {
+        let mut c = switchboard();
+        c.arg("admin").arg("--data-dir").arg(data).arg("channels");
+        let (_, out, _) = common::run(c, Duration::from_secs(30));
+        out.lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|w| w.first() == Some(&chid.to_string().as_str()))
+            .and_then(|w| w.get(3).map(|m| m.to_string()))
+            .unwrap_or_default()
+    };
+    assert_eq!(members(), format!("{alice},{bob}"));
+    let gone = wait_for(Duration::from_secs(15), || {
+        let mut k = [0u8; 512];
+        switchboard_core::relay::packet::write_system(
+            &mut k,
+            switchboard_core::relay::Operation::Keepalive,
+            alice,
+            0,
+        )
+        .ok()?;
+        a.send_to(&k, relay).ok()?;
+        (members() == alice.to_string()).then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "bob was not expired (members: {})\n{}",
+        members(),
+        hub.tail(30)
+    );
 }
 
 fn serve(tmp: &Path, relay: &str) -> (Proc, String) {
@@ -110,6 +154,8 @@ fn serve(tmp: &Path, relay: &str) -> (Proc, String) {
         relay,
         "--relay-bind",
         "127.0.0.1",
+        "--member-expiry",
+        "2",
         "--relay-ports",
         &format!("{first}-{first}"),
         "--data-dir",
@@ -127,7 +173,8 @@ fn serve(tmp: &Path, relay: &str) -> (Proc, String) {
 fn voice_through_the_relay_in_the_hub_process() {
     let tmp = tempfile::tempdir().expect("tmp");
     let (hub, kv_addr) = serve(tmp.path(), "local");
-    exchange(&kv_addr);
+    let (chid, alice, bob, a, relay) = exchange(&kv_addr);
+    bob_expires(&hub, &tmp.path().join("hub"), chid, alice, bob, &a, &relay);
     drop(hub);
 }
 
@@ -143,6 +190,8 @@ fn voice_through_a_separate_relay_process_fed_signed_commands() {
         &format!("127.0.0.1:{control}"),
         "--bind",
         "127.0.0.1",
+        "--member-expiry",
+        "2",
         "--key-file",
     ]);
     r.arg(tmp.path().join("hub/relay.key"));
@@ -155,7 +204,17 @@ fn voice_through_a_separate_relay_process_fed_signed_commands() {
     })
     .unwrap_or_else(|| panic!("relay did not start\n{}", relay.tail(20)));
     let (hub, kv_addr) = serve(tmp.path(), &format!("127.0.0.1:{control}"));
-    exchange(&kv_addr);
+    let (chid, alice, bob, a, relay_addr) = exchange(&kv_addr);
+    // The relay's expiry reaches the hub as a signed report.
+    bob_expires(
+        &hub,
+        &tmp.path().join("hub"),
+        chid,
+        alice,
+        bob,
+        &a,
+        &relay_addr,
+    );
     drop(hub);
     drop(relay);
 }

@@ -189,6 +189,9 @@ impl RelayHandle {
     }
 }
 
+/// The longest the loop sleeps without looking at its command channel.
+const IDLE_CHECK: Duration = Duration::from_millis(250);
+
 impl Drop for RelayHandle {
     fn drop(&mut self) {
         // Drop the sender first, then wake: the loop notices when the last one is gone.
@@ -359,10 +362,12 @@ impl RelayServer {
         let mut ready: Vec<Token> = Vec::with_capacity(1024);
         let mut unfinished: Vec<Token> = Vec::new();
         loop {
+            // Never sleep longer than IDLE_CHECK: the command channel is also checked without
+            // a wake-up, so a lost wake-up can delay a command or a stop, never block it.
             let timeout = if unfinished.is_empty() {
-                self.relay
-                    .poll_timeout()
-                    .map(|at| at.saturating_duration_since(Instant::now()))
+                Some(self.relay.poll_timeout().map_or(IDLE_CHECK, |at| {
+                    at.saturating_duration_since(Instant::now()).min(IDLE_CHECK)
+                }))
             } else {
                 Some(Duration::ZERO)
             };
@@ -375,6 +380,9 @@ impl RelayServer {
             ready.clear();
             ready.append(&mut unfinished);
             ready.extend(events.iter().map(|e| e.token()));
+            if !ready.contains(&WAKER) && !self.apply_controls(now) {
+                return Ok(());
+            }
             for &token in &ready {
                 match token {
                     WAKER => {
