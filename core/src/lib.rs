@@ -6,6 +6,7 @@
 //! simulator, or your own event loop) move the bytes and the time.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod hub;
 pub mod kv;
 pub mod link;
