@@ -188,8 +188,9 @@ fn cancel_kills_the_process_and_answers_done() {
         let (cert, secret) = rig.register(&mut admin, "worker").await;
         let (_stop, status) = rig.spawn_agent("worker", &cert, &secret);
         connected(&status).await;
-        let marker = format!("sleep-marker-{}", std::process::id());
-        let script = format!("echo started; exec -a {marker} sleep 30");
+        // A sleep whose command line is unique to this test run (POSIX sh has no `exec -a`).
+        let marker = format!("sleep 31.{}", std::process::id());
+        let script = format!("echo started; {marker}");
         let id = start_command(
             &mut admin,
             "worker",
