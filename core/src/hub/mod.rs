@@ -53,8 +53,8 @@ pub struct HubConfig {
     pub admin_user: String,
     /// UDP ports for channels: `(first, count)`.
     pub relay_ports: (u16, u16),
-    /// How many finished commands to remember in memory for ListAgents-style queries (the full
-    /// log is in storage).
+    /// Most commands running at once (waiting for their result); more are refused with
+    /// UNAVAILABLE. Finished commands live only in storage.
     pub max_active_commands: usize,
 }
 
