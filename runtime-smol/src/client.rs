@@ -243,6 +243,10 @@ pub fn response_id(m: &Body) -> Option<u64> {
         Body::JoinChannelResponse(r) => r.request_id,
         Body::LeaveChannelResponse(r) => r.request_id,
         Body::ListChannelsResponse(r) => r.request_id,
+        Body::LoginResponse(r) => r.request_id,
+        Body::RenewSessionResponse(r) => r.request_id,
+        Body::LogoutResponse(r) => r.request_id,
+        Body::SetUserCredentialsResponse(r) => r.request_id,
         _ => return None,
     })
 }

@@ -673,6 +673,8 @@ fn log_event(e: &HubEvent) {
         HubEvent::ChannelFailed { chid, error } => {
             tracing::error!(chid, %error, "relay channel failed")
         }
+        HubEvent::LoggedIn { user, .. } => tracing::info!(%user, "user logged in"),
+        HubEvent::LoginFailed { user, reason } => tracing::warn!(%user, %reason, "login refused"),
         HubEvent::UserRegistered { uid } => tracing::info!(uid, "user registered"),
         HubEvent::UserRemoved { uid } => tracing::info!(uid, "user removed"),
         HubEvent::ConnectionFailed { conn, reason } => {

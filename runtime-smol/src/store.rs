@@ -73,6 +73,10 @@ const MIGRATIONS: &[&str] = &[
          uid  INTEGER NOT NULL REFERENCES users (uid) ON DELETE CASCADE,
          PRIMARY KEY (chid, uid)
      ) STRICT, WITHOUT ROWID;",
+    // 3: login credentials of users.
+    "ALTER TABLE users ADD COLUMN password_hash TEXT NOT NULL DEFAULT '';
+     ALTER TABLE users ADD COLUMN totp_secret TEXT NOT NULL DEFAULT '';
+     ALTER TABLE users ADD COLUMN expires_unix_ms INTEGER NOT NULL DEFAULT 0;",
 ];
 
 const COMMAND_COLUMNS: &str = "command_id, agent_id, operation, data, issued_by, status, \
@@ -212,13 +216,19 @@ impl SqliteStore {
             .map(|row| row?)
             .collect::<Result<Vec<_>, _>>()?;
         let users = tx
-            .prepare("SELECT uid, name, permissions, control_key FROM users ORDER BY uid")?
+            .prepare(
+                "SELECT uid, name, permissions, control_key, password_hash, totp_secret,
+                        expires_unix_ms FROM users ORDER BY uid",
+            )?
             .query_map([], |row| {
                 Ok(UserRecord {
                     uid: row.get::<_, i64>(0)? as u64,
                     name: row.get(1)?,
                     permissions: row.get::<_, i64>(2)? as u64,
                     control_key: row.get(3)?,
+                    password_hash: row.get(4)?,
+                    totp_secret: row.get(5)?,
+                    expires_unix_ms: row.get(6)?,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
@@ -393,9 +403,20 @@ fn apply_in(tx: &Transaction<'_>, change: &Change) -> Result<(), StoreError> {
         }
         Change::UserRegistered(u) => {
             tx.execute(
-                "INSERT INTO users (uid, name, permissions, control_key) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (uid) DO UPDATE SET name = ?2, permissions = ?3, control_key = ?4",
-                params![u.uid as i64, u.name, u.permissions as i64, u.control_key],
+                "INSERT INTO users (uid, name, permissions, control_key, password_hash, totp_secret,
+                                    expires_unix_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (uid) DO UPDATE SET name = ?2, permissions = ?3, control_key = ?4,
+                     password_hash = ?5, totp_secret = ?6, expires_unix_ms = ?7",
+                params![
+                    u.uid as i64,
+                    u.name,
+                    u.permissions as i64,
+                    u.control_key,
+                    u.password_hash,
+                    u.totp_secret,
+                    u.expires_unix_ms
+                ],
             )?;
         }
         Change::UserRemoved { uid } => {

@@ -258,6 +258,9 @@ impl Hub {
 
     /// The answer to a [`HubAction::VerifySecret`]. Unknown or stale tickets are ignored.
     pub fn handle_verified(&mut self, now: Instant, ticket: VerifyTicket, ok: bool) {
+        if self.login_verified(now, ticket, ok) {
+            return;
+        }
         let Some(v) = self.verifications.remove(&ticket) else {
             return;
         };

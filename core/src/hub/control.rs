@@ -257,6 +257,9 @@ impl Hub {
                 self.pump_agent(now, agent_conn);
             }
             other => {
+                let Err(other) = self.session_login(now, conn, uid, perms, other) else {
+                    return;
+                };
                 let actor = Actor {
                     name: &user,
                     uid,

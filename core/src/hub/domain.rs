@@ -127,7 +127,7 @@ impl Hub {
                 uid,
                 name,
                 permissions: Permissions::ADMIN.0,
-                control_key: String::new(),
+                ..UserRecord::default()
             });
         }
     }
@@ -350,6 +350,7 @@ impl Hub {
             name,
             permissions: perms.0,
             control_key: hex::encode(key),
+            ..UserRecord::default()
         });
         self.out
             .push_back(HubAction::Event(HubEvent::UserRegistered { uid }));

@@ -11,6 +11,7 @@ mod agents;
 mod control;
 pub mod domain;
 mod kv_front;
+mod login;
 pub mod persist;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -194,6 +195,20 @@ pub enum HubEvent {
         /// User.
         uid: u64,
     },
+    /// A user logged in with password + TOTP.
+    LoggedIn {
+        /// The user.
+        user: String,
+        /// Its connection.
+        conn: ConnId,
+    },
+    /// A login was refused (the reason is for the log; the client hears its result).
+    LoginFailed {
+        /// The user name tried.
+        user: String,
+        /// Why.
+        reason: String,
+    },
     /// A connection closed with a protocol error or timeout.
     ConnectionFailed {
         /// The connection.
@@ -339,6 +354,11 @@ pub struct Hub {
     pub(crate) domain: domain::Domain,
     /// Last nonce of a signed KV request, per uid.
     pub(crate) kv_nonces: BTreeMap<u64, u64>,
+    pub(crate) login_verifications: BTreeMap<VerifyTicket, login::PendingLogin>,
+    pub(crate) cookies: BTreeMap<String, login::Cookie>,
+    /// Last TOTP step accepted per uid (each code works once).
+    pub(crate) totp_last_step: BTreeMap<u64, u64>,
+    pub(crate) login_failures: BTreeMap<String, std::collections::VecDeque<Instant>>,
     base_instant: Instant,
     base_unix_ms: i64,
 }
@@ -360,6 +380,10 @@ impl Hub {
             out: VecDeque::new(),
             domain: domain::Domain::default(),
             kv_nonces: BTreeMap::new(),
+            login_verifications: BTreeMap::new(),
+            cookies: BTreeMap::new(),
+            totp_last_step: BTreeMap::new(),
+            login_failures: BTreeMap::new(),
             base_instant: now,
             base_unix_ms: unix_ms,
         }

@@ -79,7 +79,7 @@ pub struct CommandRecord {
 }
 
 /// A user of the hub (seed 002's uid with its permission flags).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserRecord {
     /// The user id: never 0 (0 means "nobody" on the KV wire) and never with a 32-bit half
     /// equal to 0xFFFFFFFF (it would read as the system-packet magic).
@@ -90,6 +90,12 @@ pub struct UserRecord {
     pub permissions: u64,
     /// Key for HMAC-signed KV control requests (hex), if the user has one.
     pub control_key: String,
+    /// argon2id PHC string of the login password; empty = no password login.
+    pub password_hash: String,
+    /// TOTP secret (hex); empty = no TOTP (then no password login either).
+    pub totp_secret: String,
+    /// Unix ms after which the user may no longer log in; 0 = never.
+    pub expires_unix_ms: i64,
 }
 
 /// A voice channel.

@@ -49,6 +49,14 @@ pub fn type_of(body: &Body) -> MessageType {
         Body::LeaveChannelResponse(_) => MessageType::Leavechannelresponse,
         Body::ListChannelsRequest(_) => MessageType::Listchannelsrequest,
         Body::ListChannelsResponse(_) => MessageType::Listchannelsresponse,
+        Body::LoginRequest(_) => MessageType::Loginrequest,
+        Body::LoginResponse(_) => MessageType::Loginresponse,
+        Body::RenewSessionRequest(_) => MessageType::Renewsessionrequest,
+        Body::RenewSessionResponse(_) => MessageType::Renewsessionresponse,
+        Body::LogoutRequest(_) => MessageType::Logoutrequest,
+        Body::LogoutResponse(_) => MessageType::Logoutresponse,
+        Body::SetUserCredentialsRequest(_) => MessageType::Setusercredentialsrequest,
+        Body::SetUserCredentialsResponse(_) => MessageType::Setusercredentialsresponse,
     }
 }
 

@@ -135,6 +135,9 @@ fn user(uid: u64, name: &str, permissions: u64) -> UserRecord {
         name: name.to_owned(),
         permissions,
         control_key: format!("key-{uid}"),
+        password_hash: format!("$argon2id$placeholder-{uid}"),
+        totp_secret: "3132".into(),
+        expires_unix_ms: uid as i64,
     }
 }
 
