@@ -5,7 +5,6 @@
 //! Every answer to a LoginRequest waits for one password verification (a dummy one for an
 //! unknown user), so timing does not tell which check failed.
 
-use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
