@@ -75,6 +75,19 @@ enum AdminCommand {
         #[arg(default_value = "{}")]
         json_args: String,
     },
+    /// Log in as a user with password + TOTP; later admin commands use the session (cookie in
+    /// the data dir) until it expires. Prompts for what is not given.
+    Login {
+        /// User name.
+        #[arg(long)]
+        user: String,
+        /// Password (prompted when absent).
+        #[arg(long)]
+        password: Option<String>,
+        /// The authenticator's current code (prompted when absent).
+        #[arg(long)]
+        totp: Option<u32>,
+    },
     /// Users: list them, or `users add NAME --perms ...`, or `users remove UID`.
     Users {
         #[command(subcommand)]
@@ -128,7 +141,16 @@ pub fn run(args: AdminArgs) -> io::Result<ExitCode> {
     let addr = data.hub_addr(args.hub.as_deref())?;
     smol::block_on(async move {
         let mut client = AdminClient::connect(&addr, "localhost", data.admin_tls()?).await?;
+        let cookie_file = data.dir.join(SESSION_FILE);
+        if !matches!(args.command, AdminCommand::Login { .. }) {
+            resume_session(&mut client, &cookie_file).await?;
+        }
         let code = match args.command {
+            AdminCommand::Login {
+                user,
+                password,
+                totp,
+            } => login(&mut client, &cookie_file, user, password, totp).await?,
             AdminCommand::EnrollAgent {
                 id,
                 out,
@@ -527,5 +549,88 @@ fn finish(
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// Where `admin login` keeps its cookie.
+const SESSION_FILE: &str = "session.cookie";
+
+fn prompt(what: &str) -> io::Result<String> {
+    use std::io::BufRead;
+    eprint!("{what}: ");
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(line.trim().to_string())
+}
+
+async fn login(
+    client: &mut AdminClient,
+    cookie_file: &std::path::Path,
+    user: String,
+    password: Option<String>,
+    totp: Option<u32>,
+) -> io::Result<ExitCode> {
+    let password = match password {
+        Some(p) => p,
+        None => prompt("password")?,
+    };
+    let totp = match totp {
+        Some(t) => t,
+        None => prompt("TOTP code")?.parse().map_err(|_| {
+            io::Error::new(io::ErrorKind::InvalidInput, "the TOTP code is 6 digits")
+        })?,
+    };
+    let rid = client.request_id();
+    let req = pb::LoginRequest {
+        request_id: rid,
+        username: user.clone(),
+        password,
+        totp,
+    };
+    let Body::LoginResponse(r) = check(
+        client
+            .call(rid, Body::LoginRequest(req), CALL_TIMEOUT)
+            .await?,
+    )?
+    else {
+        return Err(unexpected());
+    };
+    let result = pb::login_response::Result::try_from(r.result)
+        .unwrap_or(pb::login_response::Result::Failed);
+    if result != pb::login_response::Result::Ok {
+        eprintln!("login refused: {}", result.as_str_name());
+        return Ok(ExitCode::from(2));
+    }
+    write_private(cookie_file, &r.cookie)?;
+    println!("logged in as {user}; the session lasts 15 minutes after each use");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Acts as the logged-in user if `admin login` left a live session (and renews it).
+async fn resume_session(client: &mut AdminClient, cookie_file: &std::path::Path) -> io::Result<()> {
+    let Ok(cookie) = std::fs::read_to_string(cookie_file) else {
+        return Ok(());
+    };
+    let rid = client.request_id();
+    let req = pb::RenewSessionRequest {
+        request_id: rid,
+        cookie: cookie.trim().to_string(),
+    };
+    match client
+        .call(rid, Body::RenewSessionRequest(req), CALL_TIMEOUT)
+        .await?
+    {
+        Body::RenewSessionResponse(r) if r.ok => {
+            client.user = r.user;
+            Ok(())
+        }
+        _ => {
+            let _ = std::fs::remove_file(cookie_file);
+            eprintln!(
+                "the login session expired; acting as the certificate's user ({})",
+                client.user
+            );
+            Ok(())
+        }
     }
 }

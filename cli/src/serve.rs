@@ -52,7 +52,8 @@ pub fn run(args: ServeArgs) -> io::Result<ExitCode> {
         }
     }
     crate::loadgen::raise_nofile_limit();
-    let store = data.store()?;
+    let mut store = data.store()?;
+    ensure_admin_credentials(&mut store)?;
     let mut opts = ServerOptions::new(data.server_tls()?, seed());
     opts.hub.link.ping_interval = std::time::Duration::from_secs(args.ping_interval.max(1));
     opts.hub.relay_ports = parse_port_range(&args.relay_ports)?;
@@ -161,4 +162,49 @@ pub fn parse_port_range(s: &str) -> io::Result<(u16, u16)> {
         return Err(bad());
     }
     Ok((a, b - a + 1))
+}
+
+/// On first run, creates the admin user with a random password and TOTP secret and prints
+/// them once (the password is not stored, only its argon2id hash).
+fn ensure_admin_credentials(
+    store: &mut switchboard_runtime_smol::store::SqliteStore,
+) -> io::Result<()> {
+    use switchboard_core::auth::totp;
+    use switchboard_core::hub::{Change, UserRecord};
+    use switchboard_core::perm::Permissions;
+    let state = store.load().map_err(io::Error::other)?;
+    if state.users.iter().any(|u| u.name == "admin") {
+        return Ok(());
+    }
+    let uid = state.users.iter().map(|u| u.uid).max().unwrap_or(0) + 1;
+    let password = switchboard_runtime_smol::secret::generate_secret()[..24].to_string();
+    let totp_secret = hex::decode(&switchboard_runtime_smol::secret::generate_secret()[..40])
+        .map_err(io::Error::other)?;
+    let hash = switchboard_runtime_smol::secret::hash_secret(
+        &password,
+        switchboard_runtime_smol::secret::default_params(),
+    )
+    .map_err(io::Error::other)?;
+    let admin = UserRecord {
+        uid,
+        name: "admin".into(),
+        permissions: Permissions::ADMIN.0,
+        password_hash: hash,
+        totp_secret: hex::encode(&totp_secret),
+        ..UserRecord::default()
+    };
+    store
+        .apply(&Change::UserRegistered(admin))
+        .map_err(io::Error::other)?;
+    println!("switchboard: created the user admin. Shown once, keep them:");
+    println!("  password: {password}");
+    println!(
+        "  TOTP:     {}",
+        totp::otpauth_uri("Switchboard", "admin", &totp_secret)
+    );
+    println!(
+        "  (TOTP secret, base32: {})",
+        totp::base32_encode(&totp_secret)
+    );
+    Ok(())
 }
