@@ -1,6 +1,6 @@
 //! First run prints the admin's password and TOTP secret once; `admin login` answers with the
 //! precise failure or keeps a session cookie for the later admin commands.
-#![allow(clippy::disallowed_methods)]
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 mod common;
 
