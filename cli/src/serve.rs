@@ -198,10 +198,16 @@ fn ensure_admin_credentials(
         .map_err(io::Error::other)?;
     println!("switchboard: created the user admin. Shown once, keep them:");
     println!("  password: {password}");
-    println!(
-        "  TOTP:     {}",
-        totp::otpauth_uri("Switchboard", "admin", &totp_secret)
-    );
+    let uri = totp::otpauth_uri("Switchboard", "admin", &totp_secret);
+    println!("  TOTP:     {uri}");
+    if let Ok(qr) = qrcode::QrCode::new(uri.as_bytes()) {
+        let art = qr
+            .render::<qrcode::render::unicode::Dense1x2>()
+            .dark_color(qrcode::render::unicode::Dense1x2::Light)
+            .light_color(qrcode::render::unicode::Dense1x2::Dark)
+            .build();
+        println!("{art}");
+    }
     println!(
         "  (TOTP secret, base32: {})",
         totp::base32_encode(&totp_secret)
