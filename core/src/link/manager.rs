@@ -118,6 +118,12 @@ impl ManagerLink {
     /// A new connection accepted at `now`; the hello deadline starts now.
     pub fn new(now: Instant, cfg: LinkConfig, seed: u64) -> Self {
         let deadline = now + cfg.hello_timeout;
+        Self::with_hello_deadline(cfg, seed, deadline)
+    }
+
+    /// A connection whose hello (and its authentication) must complete by `deadline`: for an
+    /// owner that accepted the connection earlier and read its first frame itself.
+    pub fn with_hello_deadline(cfg: LinkConfig, seed: u64, deadline: Instant) -> Self {
         let decoder = FrameDecoder::new(cfg.max_frame);
         let mut link = ManagerLink {
             cfg,
