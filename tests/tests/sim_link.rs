@@ -118,6 +118,34 @@ scenario!(hello_timeout_closes_a_silent_peer, 8, |seed| {
     assert_eq!(w.hub.as_ref().map(|h| h.connection_count()), Some(0));
 });
 
+scenario!(hello_deadline_covers_authentication, 8, |seed| {
+    // A ClientHello that arrives just before the hello deadline, with a slow verification:
+    // "the ClientHello and its authentication must complete within" the hello timeout.
+    let mut w = world(seed, NetConfig::default());
+    w.register_agent("slow", "s", &[]);
+    w.verify_delay = (SECS(3), SECS(4));
+    let hello = frame::encode(&msg::client_hello("slow", "s")).to_vec();
+    let raw = w.spawn_raw_script(Some("slow"), vec![(Duration::from_millis(9_000), hello)]);
+    w.run_for(SECS(30));
+    let conn = w.raw(raw).conn.expect("dialed");
+    let accepted = w.accepted_at(conn).expect("accepted");
+    let (closed_at, _, reason) = w
+        .hub_closes
+        .iter()
+        .find(|(_, c, _)| *c == conn)
+        .expect("closed");
+    assert_eq!(*reason, CloseReason::Timeout("hello"));
+    assert!(
+        *closed_at - accepted <= SECS(10),
+        "closed {:?} after accept",
+        *closed_at - accepted
+    );
+    assert!(
+        !w.saw(|e| matches!(e, HubEvent::AgentConnected { .. })),
+        "authenticated too late"
+    );
+});
+
 scenario!(
     partition_times_out_both_sides_and_the_agent_comes_back,
     8,
