@@ -316,13 +316,21 @@ impl ManagerLink {
     }
 
     /// Answers a data request. Unknown (already answered or timed out) ids are an error.
+    /// An error text too long for a frame is truncated; data too long for a frame is never
+    /// cut (a cut JSON value is no value): the agent is told the request failed instead.
     pub fn respond(&mut self, request_id: i64, success: bool, data: &str) -> Result<(), ApiMisuse> {
         self.established()?;
         if self.requests.remove(&request_id).is_none() {
             return Err(ApiMisuse::UnknownId(request_id));
         }
-        let data = msg::truncate_output(data, self.cfg.max_frame.saturating_sub(FRAME_MARGIN));
-        self.send(&msg::response(request_id, success, &data));
+        let room = self.cfg.max_frame.saturating_sub(FRAME_MARGIN);
+        if success && data.len() > room {
+            let why = format!("answer of {} bytes is too large for a frame", data.len());
+            self.send(&msg::response(request_id, false, &why));
+        } else {
+            let data = msg::truncate_output(data, room);
+            self.send(&msg::response(request_id, success, &data));
+        }
         self.rearm();
         Ok(())
     }
