@@ -282,3 +282,63 @@ scenario!(a_hundred_agents_under_ten_percent_loss, 3, |seed| {
     );
     w.assert_invariants();
 });
+
+scenario!(a_data_value_is_never_handed_over_corrupted, 4, |seed| {
+    // A value as large as a SetAgentDataRequest frame allows: the agent must get it whole, or
+    // a failure, never a cut JSON text marked as success.
+    let mut w = world(seed, NetConfig::default());
+    let a = w.connected_agent("a1");
+    let op = w.connected_operator();
+    let big = serde_json::Value::String("x".repeat(65_400)).to_string();
+    let rid = w.set_agent_data(op, "a1", "big", &big);
+    w.run_until_cond(SECS(5), |w| w.operator(op).response(rid).is_some());
+    let stored = matches!(
+        w.operator(op).response(rid),
+        Some(Body::SetAgentDataResponse(_))
+    );
+    let id = w.start_command(op, "a1", "data.Show", echo("big"));
+    let ans = w.wait_answer(op, id, SECS(10));
+    let out = w.agent(a).outcome(id).expect("ended").clone();
+    if out.status == CommandStatusWire::Success {
+        assert!(stored);
+        assert_eq!(out.output, big, "the value arrived whole");
+        assert!(serde_json::from_str::<serde_json::Value>(&out.output).is_ok());
+    }
+    assert!(ans.status == Status::Success || ans.status == Status::Failed);
+    if out.status == CommandStatusWire::Failed {
+        assert!(out.output.contains("too large"), "{}", out.output);
+    }
+    w.assert_invariants();
+});
+
+scenario!(
+    an_operator_that_goes_away_leaves_its_commands_running,
+    8,
+    |seed| {
+        let mut w = world(seed, NetConfig::default());
+        w.connected_agent("a1");
+        let op = w.connected_operator();
+        let id = w.start_command(op, "a1", "sim.Sleep", json!({"seconds": 20}));
+        w.freeze(op);
+        w.run_for(SECS(15));
+        // The hub's keepalive closed the session; the command kept running.
+        let session_gone = w
+            .hub_closes
+            .iter()
+            .any(|(_, _, r)| *r == CloseReason::Timeout("ping"));
+        assert!(session_gone, "{:?}", w.hub_closes);
+        assert_eq!(w.store.commands[&id].status, CommandStatus::Pending);
+        w.run_for(SECS(10));
+        let rec = &w.store.commands[&id];
+        assert_eq!(rec.status, CommandStatus::Success, "finished into the log");
+        assert!(rec.output.contains("second 20"));
+        w.thaw(op);
+        w.run_for(SECS(5));
+        assert!(
+            w.operator(op).answer(id).is_none(),
+            "nothing written to the closed session"
+        );
+        assert!(w.operator(op).closed.is_some());
+        w.assert_invariants();
+    }
+);
