@@ -453,6 +453,25 @@ scenario!(bad_input_gets_a_bye_while_others_keep_working, 8, |seed| {
     w.assert_invariants();
 });
 
+scenario!(sessions_need_a_user_certificate, 8, |seed| {
+    let mut w = world(seed, NetConfig::default());
+    let stranger = w.spawn_operator_as(Some("nobody"));
+    let anonymous = w.spawn_operator_as(None);
+    w.run_for(SECS(5));
+    for op in [stranger, anonymous] {
+        let o = w.operator(op);
+        assert!(o.user.is_none(), "node {op} was welcomed");
+        let (_, why) = o.closed.clone().expect("refused");
+        assert_eq!(why, CloseReason::Bye("authentication failed".into()));
+    }
+    let refused = |why: &str| {
+        w.saw(|e| matches!(e, HubEvent::ConnectionFailed { reason: CloseReason::AuthFailed(r), .. } if r.contains(why)))
+    };
+    assert!(refused("is not a user") && refused("no client certificate"));
+    let admin = w.connected_operator();
+    assert_eq!(w.operator(admin).user.as_deref(), Some("admin"));
+});
+
 /// A busy run: agents, commands, loss, a partition, a crash and a restart.
 fn busy_run(seed: u64) -> (String, u64) {
     let mut w = world(seed, NetConfig::hostile(0.05));
@@ -473,13 +492,11 @@ fn busy_run(seed: u64) -> (String, u64) {
     (w.trace.hash(), w.trace.count)
 }
 
-#[test]
-fn the_same_seed_gives_the_same_trace() {
-    let seed = switchboard_tests::sim::seeds(1)[0];
+scenario!(the_same_seed_gives_the_same_trace, 2, |seed| {
     let a = busy_run(seed);
     let b = busy_run(seed);
     assert_eq!(a, b, "seed {seed} is not deterministic");
     assert!(a.1 > 1000, "the run did something ({} records)", a.1);
     let c = busy_run(seed + 1000);
     assert_ne!(a.0, c.0, "another seed should give another trace");
-}
+});
