@@ -309,3 +309,26 @@ impl World {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::sim::{NetConfig, World};
+
+    #[test]
+    #[should_panic(expected = "step bound")]
+    fn a_run_stops_at_its_step_bound() {
+        let mut w = World::quick(1, NetConfig::default());
+        w.max_steps = 5;
+        w.connected_agent("a1");
+    }
+
+    #[test]
+    #[should_panic(expected = "virtual time bound")]
+    fn a_run_stops_at_its_time_bound() {
+        let mut w = World::quick(1, NetConfig::default());
+        w.clock.set_limit(Duration::from_secs(30));
+        w.run_for(Duration::from_secs(31));
+    }
+}

@@ -487,3 +487,7 @@ impl Network {
         Some(Delivery { conn, dir, payload })
     }
 }
+
+#[cfg(test)]
+#[path = "net_tests.rs"]
+mod tests;
