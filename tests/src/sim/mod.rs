@@ -1,7 +1,8 @@
 //! The deterministic simulator: a virtual clock ([`clock`]), a seeded network of stream
 //! connections ([`net`]), simulated storage ([`store`]), the REAL
 //! [`switchboard_core::hub::Hub`], and peers driving the real agent-link and operator machines
-//! ([`agent`], [`operator`]), all owned by a [`World`] ([`world`], run by [`drive`]).
+//! ([`agent`], [`operator`]), all owned by a [`World`] ([`world`], run by [`drive`];
+//! operators' requests through [`requests`]).
 //!
 //! A run is a pure function of its seed: the same seed gives the same [`trace`] hash. Every
 //! run is bounded in virtual time and in steps and stops by itself. While it runs, the world
@@ -32,6 +33,7 @@ pub mod drive;
 pub mod net;
 pub mod node;
 pub mod operator;
+pub mod requests;
 pub mod store;
 pub mod trace;
 pub mod world;
