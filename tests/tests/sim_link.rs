@@ -472,6 +472,53 @@ scenario!(sessions_need_a_user_certificate, 8, |seed| {
     assert_eq!(w.operator(admin).user.as_deref(), Some("admin"));
 });
 
+scenario!(
+    an_agent_cannot_report_on_another_agents_command,
+    8,
+    |seed| {
+        let mut w = world(seed, NetConfig::default());
+        let victim = w.connected_agent("victim");
+        w.register_agent("liar", "pw", &[]);
+        let op = w.connected_operator();
+        let id = w.start_command(op, "victim", "sim.Sleep", json!({"seconds": 6}));
+        // An authenticated agent that claims the victim's command.
+        let forged = |m| frame::encode(&m).to_vec();
+        let script = vec![
+            (SECS(0), forged(msg::client_hello("liar", "pw"))),
+            (SECS(1), forged(msg::progress(id, 99, 99, "forged"))),
+            (
+                SECS(1),
+                forged(msg::result(id, Status::Failed, true, "forged")),
+            ),
+            (
+                SECS(1),
+                forged(msg::done(id, Status::Cancelled, true, "forged")),
+            ),
+        ];
+        w.spawn_raw_script(Some("liar"), script);
+        w.run_for(SECS(3));
+        assert!(
+            w.hub_connected().contains("liar"),
+            "the liar is a genuine agent"
+        );
+        assert!(
+            w.operator(op).answer(id).is_none(),
+            "a forged answer reached the operator"
+        );
+        assert!(!w.operator(op).progress(id).contains(&99));
+        assert_eq!(w.store.commands[&id].status, CommandStatus::Pending);
+        let ans = w.wait_answer(op, id, SECS(10));
+        assert_eq!(
+            ans.status,
+            Status::Success,
+            "the victim's own result counts"
+        );
+        assert!(!ans.output.contains("forged"));
+        assert_eq!(w.agent(victim).outcome(id).map(|o| o.reported), Some(true));
+        w.assert_invariants();
+    }
+);
+
 /// A busy run: agents, commands, loss, a partition, a crash and a restart.
 fn busy_run(seed: u64) -> (String, u64) {
     let mut w = world(seed, NetConfig::hostile(0.05));
