@@ -533,8 +533,14 @@ impl Hub {
 
     fn route_first(&mut self, now: Instant, conn: ConnId, first: switchboard_proto::Message) {
         let is_session = matches!(first.message, Some(Body::SessionHello(_)));
-        let Some(cert_name) = self.conns.get(&conn).map(|e| e.peer.cert_name.clone()) else {
+        let Some(entry) = self.conns.get(&conn) else {
             return;
+        };
+        let cert_name = entry.peer.cert_name.clone();
+        // The hello deadline runs from the accept, not from the first frame.
+        let hello_deadline = match &entry.conn {
+            Conn::Sniffing { deadline, .. } => *deadline,
+            _ => now + self.cfg.link.hello_timeout,
         };
         if is_session {
             let Some(user) = cert_name else {
@@ -575,7 +581,8 @@ impl Hub {
                 .push_back(HubAction::Event(HubEvent::SessionOpened { user, conn }));
         } else {
             let seed = rng::child_seed(&mut self.rng);
-            let mut link = ManagerLink::new(now, self.cfg.link.clone(), seed);
+            let mut link =
+                ManagerLink::with_hello_deadline(self.cfg.link.clone(), seed, hello_deadline);
             link.handle_message(now, first);
             if let Some(entry) = self.conns.get_mut(&conn) {
                 entry.conn = Conn::Agent(Box::new(link));

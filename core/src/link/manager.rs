@@ -118,6 +118,12 @@ impl ManagerLink {
     /// A new connection accepted at `now`; the hello deadline starts now.
     pub fn new(now: Instant, cfg: LinkConfig, seed: u64) -> Self {
         let deadline = now + cfg.hello_timeout;
+        Self::with_hello_deadline(cfg, seed, deadline)
+    }
+
+    /// A connection whose hello (and its authentication) must complete by `deadline`: for an
+    /// owner that accepted the connection earlier and read its first frame itself.
+    pub fn with_hello_deadline(cfg: LinkConfig, seed: u64, deadline: Instant) -> Self {
         let decoder = FrameDecoder::new(cfg.max_frame);
         let mut link = ManagerLink {
             cfg,
@@ -310,13 +316,21 @@ impl ManagerLink {
     }
 
     /// Answers a data request. Unknown (already answered or timed out) ids are an error.
+    /// An error text too long for a frame is truncated; data too long for a frame is never
+    /// cut (a cut JSON value is no value): the agent is told the request failed instead.
     pub fn respond(&mut self, request_id: i64, success: bool, data: &str) -> Result<(), ApiMisuse> {
         self.established()?;
         if self.requests.remove(&request_id).is_none() {
             return Err(ApiMisuse::UnknownId(request_id));
         }
-        let data = msg::truncate_output(data, self.cfg.max_frame.saturating_sub(FRAME_MARGIN));
-        self.send(&msg::response(request_id, success, &data));
+        let room = self.cfg.max_frame.saturating_sub(FRAME_MARGIN);
+        if success && data.len() > room {
+            let why = format!("answer of {} bytes is too large for a frame", data.len());
+            self.send(&msg::response(request_id, false, &why));
+        } else {
+            let data = msg::truncate_output(data, room);
+            self.send(&msg::response(request_id, success, &data));
+        }
         self.rearm();
         Ok(())
     }

@@ -1,5 +1,10 @@
-//! An in-memory store with the SQLite store's semantics, so a restarted simulated hub loads
-//! exactly what a real one would.
+//! An in-memory store with the SQLite store's semantics (`runtime-smol/src/store.rs`), so a
+//! restarted simulated hub loads exactly what a real one would.
+//!
+//! As `SqliteStore::apply_all` does, a change naming an agent or a command that does not exist
+//! writes nothing and is skipped; the simulator also records it in [`MemStore::refused`] (the hub
+//! and its store disagree: scenarios check that this stays empty). A reused command id makes
+//! SQLite's plain INSERT fail and stops the real hub; here it panics.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -20,11 +25,18 @@ pub struct MemStore {
     max_command_id: i64,
     /// Every change applied, in order.
     pub applied: Vec<Change>,
+    /// Changes the store refused (unknown agent or command), with why.
+    pub refused: Vec<(Change, String)>,
 }
 
 impl MemStore {
-    /// Applies one change (as `SqliteStore::apply_all` does, refusals are skipped).
+    /// Applies one change (as `SqliteStore::apply_all` does, refusals are skipped and
+    /// recorded in [`refused`](Self::refused)).
     pub fn apply(&mut self, change: &Change) {
+        if let Err(why) = self.check(change) {
+            self.refused.push((change.clone(), why));
+            return;
+        }
         self.applied.push(change.clone());
         match change {
             Change::AgentRegistered(a) => {
@@ -44,10 +56,8 @@ impl MemStore {
                 name,
                 value_json,
             } => {
-                if self.agents.contains_key(agent_id) {
-                    self.data
-                        .insert((agent_id.clone(), name.clone()), value_json.clone());
-                }
+                self.data
+                    .insert((agent_id.clone(), name.clone()), value_json.clone());
             }
             Change::CommandCreated(c) => {
                 self.max_command_id = self.max_command_id.max(c.command_id);
@@ -88,6 +98,44 @@ impl MemStore {
                 self.members.remove(&(*chid, *uid));
             }
         }
+    }
+
+    /// What SQLite would refuse.
+    fn check(&self, change: &Change) -> Result<(), String> {
+        match change {
+            Change::AgentSeen { agent_id, .. } | Change::AgentData { agent_id, .. }
+                if !self.agents.contains_key(agent_id) =>
+            {
+                Err(format!("unknown agent {agent_id:?}"))
+            }
+            Change::CommandFinished { command_id, .. }
+                if !self.commands.contains_key(command_id) =>
+            {
+                Err(format!("unknown command {command_id}"))
+            }
+            Change::CommandCreated(c) => {
+                // A plain INSERT in SQLite: a reused id fails the batch and stops the hub.
+                assert!(
+                    !self.commands.contains_key(&c.command_id),
+                    "storage failed: command id {} reused",
+                    c.command_id
+                );
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether an agent is registered.
+    pub fn has_agent(&self, agent_id: &str) -> bool {
+        self.agents.contains_key(agent_id)
+    }
+
+    /// A stored data value.
+    pub fn data(&self, agent_id: &str, name: &str) -> Option<&str> {
+        self.data
+            .get(&(agent_id.to_string(), name.to_string()))
+            .map(String::as_str)
     }
 
     /// What a restarted hub loads.

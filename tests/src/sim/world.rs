@@ -1,4 +1,6 @@
-//! The world: the real hub, the simulated peers, a virtual clock and a seeded network.
+//! The world: the real hub, the simulated peers, the virtual clock, the seeded network and
+//! the simulated storage. This file builds and changes a world; [`super::drive`] runs it and
+//! [`super::requests`] has its operators' requests.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -6,42 +8,57 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use switchboard_core::hub::{
-    Change, ConnId, Hub, HubAction, HubConfig, HubEvent, PeerInfo, VerifyTicket,
-};
+use switchboard_core::hub::{Change, ConnId, Hub, HubConfig, HubEvent, PeerInfo, VerifyTicket};
 use switchboard_core::machine::CloseReason;
 use switchboard_proto::message::Message as Body;
 
-use super::net::{NetConfig, Network, Payload};
-use super::nodes::{AgentNode, OperatorNode, RawNode, drain};
+use super::agent::AgentNode;
+use super::check::Checker;
+use super::clock::Clock;
+use super::net::{NetConfig, Network};
+use super::node::{Node, Out};
+use super::operator::{OperatorNode, RawNode};
 use super::store::MemStore;
 use super::trace::Trace;
+use super::{NodeId, cheap_hash};
 
-/// Index of a node in the world.
-pub type NodeId = usize;
-
-/// A peer of the hub.
-#[derive(Debug)]
-#[allow(clippy::large_enum_variant)] // a few nodes per world: boxing buys nothing
-pub enum Node {
-    /// An agent.
-    Agent(AgentNode),
-    /// An operator.
-    Operator(OperatorNode),
-    /// A raw byte sender.
-    Raw(RawNode),
+/// The hub's side of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HubSide {
+    /// The SYN has not reached the hub yet.
+    Dialing,
+    /// The SYN reached a live hub; the handshake runs.
+    Handshake,
+    /// The hub accepted it.
+    Open,
+    /// The hub closed it, saw it close, or died.
+    Gone,
 }
 
-/// The simulated world. Every run is a pure function of its seed.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnRec {
+    pub(crate) node: NodeId,
+    pub(crate) peer: PeerInfo,
+    pub(crate) hub: HubSide,
+    pub(crate) accepted: Option<Instant>,
+}
+
+/// A secret verification running "off the hub loop".
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Verification {
+    pub(crate) hub_generation: u64,
+    pub(crate) ticket: VerifyTicket,
+    pub(crate) ok: bool,
+}
+
+/// The simulated world. A run is a pure function of its seed.
 pub struct World {
     /// The seed.
     pub seed: u64,
-    /// Virtual now.
-    pub now: Instant,
-    /// The base instant (virtual time zero).
-    pub base: Instant,
-    rng: ChaCha8Rng,
-    /// The hub (replaced on restart).
+    /// Virtual time.
+    pub clock: Clock,
+    pub(crate) rng: ChaCha8Rng,
+    /// The hub (`None` while it is down).
     pub hub: Option<Hub>,
     /// Hub configuration (kept across restarts).
     pub hub_cfg: HubConfig,
@@ -51,153 +68,223 @@ pub struct World {
     pub nodes: Vec<Node>,
     /// The network.
     pub net: Network,
-    conn_node: BTreeMap<ConnId, NodeId>,
-    next_conn: u64,
-    verifications: BTreeMap<(Instant, u64), (VerifyTicket, bool)>,
+    pub(crate) conns: BTreeMap<ConnId, ConnRec>,
+    pub(crate) next_conn: u64,
+    pub(crate) verifications: BTreeMap<(Instant, u64), Verification>,
+    pub(crate) verify_seq: u64,
+    /// How long a secret verification takes: uniformly in this range.
+    pub verify_delay: (Duration, Duration),
     /// Hub events, with when they happened.
     pub events: Vec<(Instant, HubEvent)>,
+    /// Connections the hub closed: when, which, why.
+    pub hub_closes: Vec<(Instant, ConnId, CloseReason)>,
     /// The run's trace.
     pub trace: Trace,
     /// Steps taken.
     pub steps: u64,
-    /// Bound on steps (the run stops by itself).
+    /// Bound on steps: past it the run panics (a hot loop somewhere).
     pub max_steps: u64,
-    restarts: u64,
+    pub(crate) same_instant_steps: u64,
+    /// Hub starts so far (1 after `new`).
+    pub hub_generation: u64,
+    pub(crate) frozen: BTreeSet<NodeId>,
+    pub(crate) checker: Checker,
 }
 
 impl World {
-    /// A world with a hub loaded from an empty store.
-    #[allow(clippy::disallowed_methods)] // virtual time zero; the world never reads the clock again
+    /// A world whose hub (configured with `hub_cfg`) is loaded from an empty store, with
+    /// links behaving as `net` by default. Virtual time is bounded by 4 hours, steps by 5
+    /// million.
     pub fn new(seed: u64, hub_cfg: HubConfig, net: NetConfig) -> World {
-        let base = Instant::now();
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let net = Network::new(net, rng.r#gen());
         let mut w = World {
             seed,
-            now: base,
-            base,
+            clock: Clock::new(Duration::from_secs(4 * 3600)),
             rng,
             hub: None,
             hub_cfg,
             store: MemStore::default(),
             nodes: vec![],
             net,
-            conn_node: BTreeMap::new(),
+            conns: BTreeMap::new(),
             next_conn: 1,
             verifications: BTreeMap::new(),
+            verify_seq: 0,
+            verify_delay: (Duration::from_millis(1), Duration::from_millis(20)),
             events: vec![],
+            hub_closes: vec![],
             trace: Trace::default(),
             steps: 0,
             max_steps: 5_000_000,
-            restarts: 0,
+            same_instant_steps: 0,
+            hub_generation: 0,
+            frozen: BTreeSet::new(),
+            checker: Checker::default(),
         };
         w.start_hub();
         w
     }
 
-    /// Virtual seconds since the start.
+    /// A world whose hub uses [`short_timers`](super::short_timers) and the default
+    /// configuration otherwise.
+    pub fn quick(seed: u64, net: NetConfig) -> World {
+        let cfg = HubConfig {
+            link: super::short_timers(),
+            ..HubConfig::default()
+        };
+        World::new(seed, cfg, net)
+    }
+
+    /// Virtual now.
+    pub fn now(&self) -> Instant {
+        self.clock.now()
+    }
+
+    /// Virtual time since the start.
     pub fn elapsed(&self) -> Duration {
-        self.now - self.base
+        self.clock.elapsed()
     }
 
-    fn start_hub(&mut self) {
+    pub(crate) fn record(&mut self, what: &str) {
+        let at = self.clock.elapsed();
+        self.trace.record(at, what);
+    }
+
+    /// Whether the hub is up.
+    pub fn hub_running(&self) -> bool {
+        self.hub.is_some()
+    }
+
+    /// Starts a hub loaded from the store (no-op if one runs).
+    pub fn start_hub(&mut self) {
+        if self.hub.is_some() {
+            return;
+        }
+        self.hub_generation += 1;
         let seed = self.rng.r#gen();
-        let mut hub = Hub::new(
-            self.hub_cfg.clone(),
-            seed,
-            self.now,
-            1_700_000_000_000 + self.elapsed().as_millis() as i64,
-        );
-        hub.load(self.store.state(), self.now);
+        let now = self.now();
+        let unix_ms = 1_700_000_000_000 + self.elapsed().as_millis() as i64;
+        let mut hub = Hub::new(self.hub_cfg.clone(), seed, now, unix_ms);
+        hub.load(self.store.state(), now);
         self.hub = Some(hub);
-        self.trace
-            .record(self.now, &format!("hub started (#{})", self.restarts));
+        self.record(&format!("hub started (#{})", self.hub_generation));
         self.pump_hub();
     }
 
-    /// Registers an agent with the running hub (as `admin enroll-agent` would; persisted
-    /// like any registration) with a cheap argon2id hash.
-    pub fn register_agent(&mut self, id: &str, secret: &str, allowed: &[&str]) {
-        let hash = super::cheap_hash(secret);
-        if let Some(hub) = self.hub.as_mut() {
-            hub.register_agent(
-                id.into(),
-                hash,
-                allowed.iter().map(|s| s.to_string()).collect(),
-            );
+    /// The hub process dies: every connection it had (or was accepting) is reset, pending
+    /// verifications are lost, and new connections are refused until [`start_hub`](Self::start_hub).
+    pub fn stop_hub(&mut self) {
+        if self.hub.take().is_none() {
+            return;
         }
-        self.pump_hub();
-    }
-
-    /// Restarts the hub: every connection is reset, a new hub loads the store.
-    pub fn restart_hub(&mut self) {
-        self.restarts += 1;
-        self.trace.record(self.now, "hub restart");
-        self.hub = None;
+        self.record("hub stopped");
         self.verifications.clear();
-        let conns: Vec<ConnId> = self.conn_node.keys().copied().collect();
-        for c in conns {
-            self.net.forget(c);
-            self.node_transport_closed(c, "connection reset (hub restart)");
+        let now = self.now();
+        for (conn, rec) in self.conns.iter_mut() {
+            if matches!(rec.hub, HubSide::Handshake | HubSide::Open) {
+                rec.hub = HubSide::Gone;
+                self.net.hub_reset(now, *conn);
+            }
         }
-        self.conn_node.clear();
+    }
+
+    /// Stops the hub and starts a new one loaded from the store, at once.
+    pub fn restart_hub(&mut self) {
+        self.stop_hub();
         self.start_hub();
     }
 
-    /// Adds an agent that connects now.
-    pub fn spawn_agent(&mut self, id: &str, secret: &str, cert_name: Option<&str>) -> NodeId {
-        let rng = ChaCha8Rng::seed_from_u64(self.rng.r#gen());
-        let node = AgentNode::new(
-            id,
-            secret,
-            cert_name.map(str::to_string),
-            self.hub_cfg.link.clone(),
-            rng,
-            self.now,
+    /// Registers an agent with the running hub (as `admin enroll-agent` would, persisted like
+    /// any registration), with a cheap argon2id hash of `secret`.
+    pub fn register_agent(&mut self, id: &str, secret: &str, allowed: &[&str]) {
+        let hash = cheap_hash(secret);
+        let hub = self
+            .hub
+            .as_mut()
+            .expect("register_agent needs a running hub");
+        hub.register_agent(
+            id.into(),
+            hash,
+            allowed.iter().map(|s| s.to_string()).collect(),
         );
-        self.nodes.push(Node::Agent(node));
+        self.pump_hub();
+    }
+
+    fn push_node(&mut self, node: Node) -> NodeId {
+        self.nodes.push(node);
         self.nodes.len() - 1
     }
 
-    /// Adds an operator with the admin certificate, connected now.
-    pub fn spawn_operator(&mut self) -> NodeId {
-        let id = self.nodes.len();
-        let conn = self.connect(id, Some("admin".into()));
-        let op = OperatorNode::new(self.now, conn, self.hub_cfg.link.clone(), self.rng.r#gen());
-        self.nodes.push(Node::Operator(op));
-        self.pump_node(id);
-        id
+    /// Adds an agent (id, secret, certificate name) that connects now.
+    pub fn spawn_agent(&mut self, id: &str, secret: &str, cert_name: Option<&str>) -> NodeId {
+        let rng = ChaCha8Rng::seed_from_u64(self.rng.r#gen());
+        let now = self.now();
+        let link = self.hub_cfg.link.clone();
+        let cert = cert_name.map(str::to_string);
+        let n = self.push_node(Node::Agent(AgentNode::new(
+            id, secret, cert, link, rng, now,
+        )));
+        self.record(&format!("spawn agent {id} as node {n}"));
+        n
     }
 
-    /// Adds a raw peer (certificate `cert_name`) that sends `bytes` once connected.
+    /// Registers agent `id` (secret `secret-<id>`), spawns it with a matching certificate and
+    /// runs until it is connected (at most 60 s).
+    pub fn connected_agent(&mut self, id: &str) -> NodeId {
+        let secret = format!("secret-{id}");
+        self.register_agent(id, &secret, &[]);
+        let a = self.spawn_agent(id, &secret, Some(id));
+        let up = self.run_until_cond(Duration::from_secs(60), |w| {
+            w.agent(a).is_connected() && w.hub_connected().contains(id)
+        });
+        assert!(up, "agent {id} did not connect within 60 s");
+        a
+    }
+
+    /// Adds an operator whose certificate names `cert_name`; it connects now.
+    pub fn spawn_operator_as(&mut self, cert_name: Option<&str>) -> NodeId {
+        let op = OperatorNode::new(cert_name.map(str::to_string), self.hub_cfg.link.clone());
+        let n = self.push_node(Node::Operator(op));
+        self.record(&format!("spawn operator {cert_name:?} as node {n}"));
+        self.node_outs(n, vec![Out::Connect]);
+        n
+    }
+
+    /// Adds an operator with the admin certificate and runs until it is welcomed.
+    pub fn connected_operator(&mut self) -> NodeId {
+        let op = self.spawn_operator_as(Some("admin"));
+        let open = self.run_until_cond(Duration::from_secs(30), |w| w.operator(op).is_open());
+        assert!(open, "operator not welcomed within 30 s");
+        op
+    }
+
+    /// Adds a raw peer (certificate `cert_name`) that writes `bytes` once connected.
     pub fn spawn_raw(&mut self, cert_name: Option<&str>, bytes: &[u8]) -> NodeId {
-        let id = self.nodes.len();
-        let conn = self.connect(id, cert_name.map(str::to_string));
-        self.nodes.push(Node::Raw(RawNode {
-            conn: Some(conn),
-            ..RawNode::default()
-        }));
-        if !bytes.is_empty() {
-            self.net.send(self.now, conn, true, bytes);
-        }
-        id
+        let script = if bytes.is_empty() {
+            vec![]
+        } else {
+            vec![(Duration::ZERO, bytes.to_vec())]
+        };
+        self.spawn_raw_script(cert_name, script)
     }
 
-    fn connect(&mut self, node: NodeId, cert_name: Option<String>) -> ConnId {
-        let conn = ConnId(self.next_conn);
-        self.next_conn += 1;
-        self.conn_node.insert(conn, node);
-        self.net.open(self.now, conn, node);
-        let addr: SocketAddr = format!("127.0.0.{}:{}", 1 + node % 200, 10_000 + conn.0 % 50_000)
-            .parse()
-            .expect("addr");
-        self.trace
-            .record(self.now, &format!("connect node {node} as {conn:?}"));
-        if let Some(hub) = self.hub.as_mut() {
-            hub.accept(self.now, conn, PeerInfo { addr, cert_name });
-        }
-        self.pump_hub();
-        conn
+    /// Adds a raw peer (certificate `cert_name`) that writes each chunk of `script` at its
+    /// offset from when its connection came up.
+    pub fn spawn_raw_script(
+        &mut self,
+        cert_name: Option<&str>,
+        script: Vec<(Duration, Vec<u8>)>,
+    ) -> NodeId {
+        let raw = RawNode {
+            cert_name: cert_name.map(str::to_string),
+            script,
+            ..RawNode::default()
+        };
+        let n = self.push_node(Node::Raw(raw));
+        self.record(&format!("spawn raw peer as node {n}"));
+        self.node_outs(n, vec![Out::Connect]);
+        n
     }
 
     /// The agent at `id`.
@@ -208,7 +295,7 @@ impl World {
         }
     }
 
-    /// The agent at `id`, mutably.
+    /// The agent at `id`, mutably (to change its mode, stop its reconnects...).
     pub fn agent_mut(&mut self, id: NodeId) -> &mut AgentNode {
         match &mut self.nodes[id] {
             Node::Agent(a) => a,
@@ -232,324 +319,97 @@ impl World {
         }
     }
 
-    /// Sends a request from an operator.
-    pub fn operator_send(&mut self, id: NodeId, body: Body) {
-        if let Node::Operator(o) = &mut self.nodes[id] {
-            let _ = o.session.send_request(body);
-        }
-        self.pump_node(id);
-    }
-
     /// Cuts a node off the network (both ways) until [`heal`](Self::heal).
     pub fn partition(&mut self, node: NodeId) {
-        self.trace
-            .record(self.now, &format!("partition node {node}"));
+        self.record(&format!("partition node {node}"));
         self.net.partition(node);
     }
 
     /// Reconnects a node to the network; held bytes flow again.
     pub fn heal(&mut self, node: NodeId) {
-        self.trace.record(self.now, &format!("heal node {node}"));
-        self.net.heal(self.now, node);
+        self.record(&format!("heal node {node}"));
+        let now = self.now();
+        self.net.heal(now, node);
     }
 
-    /// The earliest instant anything happens.
-    fn next_time(&self) -> Option<Instant> {
-        let mut t = self.net.next_delivery();
-        let mut min = |x: Option<Instant>| {
-            if let Some(x) = x {
-                t = Some(t.map_or(x, |t| t.min(x)));
-            }
-        };
-        min(self.hub.as_ref().and_then(|h| h.poll_timeout()));
-        min(self.verifications.keys().next().map(|(t, _)| *t));
-        for n in &self.nodes {
-            match n {
-                Node::Agent(a) => min(a.poll_timeout()),
-                Node::Operator(o) if o.closed.is_none() => min(o.session.poll_timeout()),
-                _ => {}
-            }
-        }
-        t
+    /// Stops a node's process (SIGSTOP): it runs no timer and reads nothing; bytes to it wait.
+    pub fn freeze(&mut self, node: NodeId) {
+        self.record(&format!("freeze node {node}"));
+        self.frozen.insert(node);
+        self.net.freeze(node);
     }
 
-    /// Runs until virtual time `until` (or the step bound).
-    pub fn run_until(&mut self, until: Instant) {
-        while self.steps < self.max_steps {
-            match self.next_time() {
-                Some(t) if t <= until => self.step(t),
-                _ => break,
-            }
-        }
-        self.now = self.now.max(until);
+    /// Lets a frozen node run again.
+    pub fn thaw(&mut self, node: NodeId) {
+        self.record(&format!("thaw node {node}"));
+        self.frozen.remove(&node);
+        let now = self.now();
+        self.net.thaw(now, node);
     }
 
-    /// Runs for `d` of virtual time.
-    pub fn run_for(&mut self, d: Duration) {
-        let until = self.now + d;
-        self.run_until(until);
+    /// Kills an agent's process: its kernel closes its connection (FIN) and it does not come
+    /// back until [`revive`](Self::revive).
+    pub fn kill(&mut self, node: NodeId) {
+        self.record(&format!("kill node {node}"));
+        let now = self.now();
+        if let Some(conn) = self.agent(node).conn() {
+            self.net.peer_gone(now, conn);
+        }
+        self.agent_mut(node).kill(now);
     }
 
-    /// Runs until `done` holds (checked after every step) or `limit` of virtual time passed.
-    /// Returns whether `done` held.
-    pub fn run_until_cond(
-        &mut self,
-        limit: Duration,
-        mut done: impl FnMut(&World) -> bool,
-    ) -> bool {
-        let until = self.now + limit;
-        loop {
-            if done(self) {
-                return true;
-            }
-            match self.next_time() {
-                Some(t) if t <= until && self.steps < self.max_steps => self.step(t),
-                _ => {
-                    self.now = self.now.max(until);
-                    return done(self);
-                }
-            }
+    /// An agent's machine loses power: its connection vanishes without a FIN (the hub learns
+    /// of it from its ping timeout, or when the agent comes back) and it does not come back
+    /// until [`revive`](Self::revive).
+    pub fn crash(&mut self, node: NodeId) {
+        self.record(&format!("crash node {node}"));
+        let now = self.now();
+        if let Some(conn) = self.agent(node).conn() {
+            self.net.peer_vanished(conn);
         }
+        self.agent_mut(node).kill(now);
     }
 
-    fn step(&mut self, t: Instant) {
-        self.steps += 1;
-        self.now = self.now.max(t);
-        let now = self.now;
-        // 1. Network deliveries due now.
-        while let Some(d) = self.net.pop_due(now) {
-            match (d.to_hub, d.payload) {
-                (true, Payload::Bytes(b)) => {
-                    self.trace
-                        .record(now, &format!("{:?} -> hub {}B", d.conn, b.len()));
-                    if let Some(hub) = self.hub.as_mut() {
-                        hub.handle_input(now, d.conn, &b);
-                    }
-                    self.pump_hub();
-                }
-                (true, Payload::Closed) => {
-                    self.trace
-                        .record(now, &format!("{:?} -> hub closed", d.conn));
-                    if let Some(hub) = self.hub.as_mut() {
-                        hub.handle_closed(now, d.conn);
-                    }
-                    self.pump_hub();
-                }
-                (false, Payload::Bytes(b)) => {
-                    self.trace
-                        .record(now, &format!("hub -> {:?} {}B", d.conn, b.len()));
-                    self.node_input(d.conn, &b);
-                }
-                (false, Payload::Closed) => {
-                    self.trace.record(now, &format!("hub closed {:?}", d.conn));
-                    self.node_transport_closed(d.conn, "closed by the hub");
-                }
-            }
-        }
-        // 2. Verifications that finished.
-        let due: Vec<(Instant, u64)> = self
-            .verifications
-            .range(..=(now, u64::MAX))
-            .map(|(k, _)| *k)
-            .collect();
-        for k in due {
-            if let Some((ticket, ok)) = self.verifications.remove(&k) {
-                if let Some(hub) = self.hub.as_mut() {
-                    hub.handle_verified(now, ticket, ok);
-                }
-                self.pump_hub();
-            }
-        }
-        // 3. Hub timers.
-        if self
-            .hub
-            .as_ref()
-            .and_then(|h| h.poll_timeout())
-            .is_some_and(|t| t <= now)
-        {
-            if let Some(hub) = self.hub.as_mut() {
-                hub.handle_timeout(now);
-            }
-            self.pump_hub();
-        }
-        // 4. Node timers.
-        for id in 0..self.nodes.len() {
-            let due = match &self.nodes[id] {
-                Node::Agent(a) => a.poll_timeout().is_some_and(|t| t <= now),
-                Node::Operator(o) => {
-                    o.closed.is_none() && o.session.poll_timeout().is_some_and(|t| t <= now)
-                }
-                Node::Raw(_) => false,
-            };
-            if due {
-                self.node_timeout(id);
-            }
+    /// Starts a killed or crashed agent again: it connects after `boot`, with a fresh backoff.
+    pub fn revive(&mut self, node: NodeId, boot: Duration) {
+        self.record(&format!("revive node {node}"));
+        let at = self.now() + boot;
+        self.agent_mut(node).revive(at);
+    }
+
+    /// When the hub accepted `conn`, if it did.
+    pub fn accepted_at(&self, conn: ConnId) -> Option<Instant> {
+        self.conns.get(&conn).and_then(|r| r.accepted)
+    }
+
+    /// Checks what must hold at the end of any scenario: the store refused no change (the hub
+    /// and its store agree), and every command the store still calls pending is one the hub
+    /// is still running.
+    pub fn assert_invariants(&self) {
+        assert!(
+            self.store.refused.is_empty(),
+            "the store refused changes: {:?}",
+            self.store.refused
+        );
+        if let Some(hub) = &self.hub {
+            let pending = self
+                .store
+                .commands
+                .values()
+                .filter(|c| c.status == switchboard_core::hub::CommandStatus::Pending)
+                .count();
+            assert_eq!(
+                pending,
+                hub.active_commands(),
+                "commands pending in the store vs running in the hub"
+            );
         }
     }
 
-    fn node_timeout(&mut self, id: NodeId) {
-        let now = self.now;
-        let mut connect = false;
-        match &mut self.nodes[id] {
-            Node::Agent(a) => {
-                if a.next_connect.is_some_and(|t| t <= now) && a.link.is_none() && !a.stopped {
-                    connect = true;
-                } else if !a.frozen {
-                    if let Some((_, l)) = a.link.as_mut() {
-                        l.handle_timeout(now);
-                    }
-                    a.tick_ops(now);
-                }
-            }
-            Node::Operator(o) => o.session.handle_timeout(now),
-            Node::Raw(_) => {}
-        }
-        if connect {
-            let cert = match &self.nodes[id] {
-                Node::Agent(a) => a.cert_name.clone(),
-                _ => None,
-            };
-            let conn = self.connect(id, cert);
-            let seed = self.rng.r#gen();
-            if let Node::Agent(a) = &mut self.nodes[id] {
-                a.start_link(now, conn, seed);
-            }
-        }
-        self.pump_node(id);
-    }
-
-    fn node_input(&mut self, conn: ConnId, bytes: &[u8]) {
-        let Some(&id) = self.conn_node.get(&conn) else {
-            return;
-        };
-        let now = self.now;
-        match &mut self.nodes[id] {
-            Node::Agent(a) => {
-                if a.frozen {
-                    return;
-                }
-                match a.link.as_mut() {
-                    Some((c, l)) if *c == conn => l.handle_input(now, bytes),
-                    _ => return,
-                }
-            }
-            Node::Operator(o) if o.conn == conn => o.session.handle_input(now, bytes),
-            Node::Raw(r) => r.received.extend_from_slice(bytes),
-            _ => return,
-        }
-        self.pump_node(id);
-    }
-
-    fn node_transport_closed(&mut self, conn: ConnId, why: &str) {
-        let Some(id) = self.conn_node.remove(&conn) else {
-            return;
-        };
-        let now = self.now;
-        match &mut self.nodes[id] {
-            Node::Agent(a) => {
-                if let Some((c, l)) = a.link.as_mut()
-                    && *c == conn
-                {
-                    l.handle_transport_closed(why);
-                }
-            }
-            Node::Operator(o) if o.conn == conn => o.session.handle_transport_closed(why),
-            Node::Raw(r) => r.closed_at = Some(now),
-            _ => {}
-        }
-        self.pump_node(id);
-    }
-
-    /// Performs what a node's machine asks.
-    fn pump_node(&mut self, id: NodeId) {
-        let now = self.now;
-        loop {
-            let (conn, sends, close, progressed) = match &mut self.nodes[id] {
-                Node::Agent(a) => {
-                    let Some((conn, link)) = a.link.as_mut() else {
-                        return;
-                    };
-                    let conn = *conn;
-                    let (sends, close, events) = drain(|| link.poll_action());
-                    let progressed = !events.is_empty();
-                    for e in events {
-                        a.on_event(now, e);
-                    }
-                    if let Some(r) = &close {
-                        a.on_closed(now, r.clone());
-                    }
-                    (conn, sends, close, progressed)
-                }
-                Node::Operator(o) => {
-                    let conn = o.conn;
-                    let (sends, close, events) = drain(|| o.session.poll_action());
-                    let progressed = !events.is_empty();
-                    for e in events {
-                        o.on_event(now, e);
-                    }
-                    if let Some(r) = &close {
-                        o.closed = Some(r.clone());
-                    }
-                    (conn, sends, close, progressed)
-                }
-                Node::Raw(_) => return,
-            };
-            let any = !sends.is_empty() || close.is_some() || progressed;
-            for s in sends {
-                self.net.send(now, conn, true, &s);
-            }
-            if let Some(r) = close {
-                self.trace
-                    .record(now, &format!("node {id} closes {conn:?}: {r}"));
-                self.net.close(now, conn, true);
-                self.conn_node.remove(&conn);
-                return;
-            }
-            if !any {
-                return;
-            }
-        }
-    }
-
-    /// Performs what the hub asks.
-    fn pump_hub(&mut self) {
-        let now = self.now;
-        loop {
-            let Some(action) = self.hub.as_mut().and_then(|h| h.poll_action()) else {
-                return;
-            };
-            match action {
-                // Actions are performed in order: a Persist is in the store before any later
-                // send that acknowledges it leaves.
-                HubAction::Send { conn, bytes } => self.net.send(now, conn, false, &bytes),
-                HubAction::Close { conn, reason } => {
-                    self.trace
-                        .record(now, &format!("hub closes {conn:?}: {reason}"));
-                    self.net.close(now, conn, false);
-                }
-                HubAction::Persist(c) => {
-                    self.trace.record(now, &format!("persist {c:?}"));
-                    self.store.apply(&c);
-                }
-                HubAction::VerifySecret {
-                    ticket,
-                    secret_hash,
-                    secret,
-                } => {
-                    let ok = secret_hash
-                        .as_deref()
-                        .is_some_and(|h| super::verify(h, &secret));
-                    let delay = Duration::from_millis(self.rng.gen_range(1..20));
-                    let seq = self.rng.r#gen();
-                    self.verifications.insert((now + delay, seq), (ticket, ok));
-                }
-                HubAction::Relay(_) => {}
-                HubAction::Event(e) => {
-                    self.trace.record(now, &format!("event {e:?}"));
-                    self.events.push((now, e));
-                }
-            }
-        }
+    /// Gives the links of `node` their own behaviour (`None`: the default again).
+    pub fn set_node_net(&mut self, node: NodeId, cfg: Option<NetConfig>) {
+        self.record(&format!("node {node} net {cfg:?}"));
+        self.net.set_node_config(node, cfg);
     }
 
     /// Command ids the hub persisted as created, in order.
@@ -564,18 +424,9 @@ impl World {
             .collect()
     }
 
-    /// Whether the hub reported `f` about some event.
+    /// Whether the hub reported an event matching `f`.
     pub fn saw(&self, f: impl Fn(&HubEvent) -> bool) -> bool {
         self.events.iter().any(|(_, e)| f(e))
-    }
-
-    /// Why connections of `node` were closed by the hub, from the trace of Byes it received.
-    pub fn closes_of(&self, node: NodeId) -> Vec<CloseReason> {
-        match &self.nodes[node] {
-            Node::Agent(a) => a.stats.close_reasons.clone(),
-            Node::Operator(o) => o.closed.iter().cloned().collect(),
-            Node::Raw(_) => vec![],
-        }
     }
 
     /// Ids of connected agents, per the hub.
@@ -585,4 +436,37 @@ impl World {
             .map(|h| h.connected_agents().into_iter().collect())
             .unwrap_or_default()
     }
+
+    /// A new connection of `node`, dialing now.
+    pub(crate) fn dial(&mut self, node: NodeId) -> ConnId {
+        let conn = ConnId(self.next_conn);
+        self.next_conn += 1;
+        let addr: SocketAddr = format!(
+            "172.16.{}.{}:{}",
+            node / 250,
+            1 + node % 250,
+            20_000 + conn.0 % 40_000
+        )
+        .parse()
+        .expect("address");
+        let cert_name = self.nodes[node].cert_name();
+        self.conns.insert(
+            conn,
+            ConnRec {
+                node,
+                peer: PeerInfo { addr, cert_name },
+                hub: HubSide::Dialing,
+                accepted: None,
+            },
+        );
+        let now = self.now();
+        self.net.open(now, conn, node);
+        self.record(&format!("node {node} dials {conn:?}"));
+        conn
+    }
+}
+
+/// A short name of a message for the trace.
+pub(crate) fn body_kind(b: &Body) -> switchboard_proto::MessageType {
+    switchboard_core::link::msg::type_of(b)
 }
