@@ -1,14 +1,17 @@
-//! Helpers of the CLI's integration tests: child processes that die with the test, free ports,
-//! bounded waits.
+//! Helpers of the CLI's integration tests: child processes that die with the test (with every
+//! process they started), free ports, bounded waits, logs printed when a test fails.
 #![allow(dead_code, clippy::disallowed_methods)]
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The `switchboard` binary under test.
+/// The `switchboard` binary under test (plain logs: no colour codes in the log files).
 pub fn switchboard() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_switchboard"))
+    let mut c = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+    c.env("NO_COLOR", "1");
+    c
 }
 
 /// The workspace root.
@@ -19,7 +22,42 @@ pub fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
-/// A child process killed (and reaped) when dropped, with its output in a log file.
+/// Sends `sig` to the process group `pgid` (ignoring a group that is already gone). Only
+/// called while the group leader is not yet reaped, so the id cannot belong to anyone else.
+fn signal_group(pgid: u32, sig: libc::c_int) {
+    if let Ok(pgid) = libc::pid_t::try_from(pgid) {
+        // SAFETY: kill(2) with a negative pid signals a process group; no memory is involved.
+        unsafe {
+            libc::kill(-pgid, sig);
+        }
+    }
+}
+
+/// The exit code (-1 for a signal) of our child `pid` if it has exited, WITHOUT reaping it
+/// (waitid with WNOWAIT): until it is reaped its pid, and so its process group id, stays ours.
+fn exit_code_nowait(pid: u32) -> Option<i32> {
+    // SAFETY: a zeroed siginfo_t is a valid value; waitid(2) writes into it and nothing else.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        let r = libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOWAIT | libc::WNOHANG,
+        );
+        if r != 0 || info.si_pid() == 0 {
+            return None;
+        }
+        Some(if info.si_code == libc::CLD_EXITED {
+            info.si_status()
+        } else {
+            -1
+        })
+    }
+}
+
+/// A child process in its own process group, killed (the whole group, so a script's own
+/// children die too) and reaped when dropped, with its output in a log file.
 pub struct Proc {
     pub child: Child,
     pub log: PathBuf,
@@ -27,13 +65,15 @@ pub struct Proc {
 }
 
 impl Proc {
-    /// Spawns `cmd` with stdout and stderr into `log`.
+    /// Spawns `cmd` in a new process group with stdout and stderr into `log`.
     pub fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> Proc {
         let f = std::fs::File::create(&log).expect("log file");
         let f2 = f.try_clone().expect("log file");
         let child = cmd
+            .stdin(Stdio::null())
             .stdout(Stdio::from(f))
             .stderr(Stdio::from(f2))
+            .process_group(0)
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
         Proc {
@@ -43,17 +83,23 @@ impl Proc {
         }
     }
 
+    /// Its exit code if it has exited (-1 for a signal); it stays unreaped until dropped.
+    pub fn exited(&self) -> Option<i32> {
+        exit_code_nowait(self.child.id())
+    }
+
     /// Waits up to `d` for the process to exit; its exit code, or None if still running.
-    pub fn wait_for_exit(&mut self, d: Duration) -> Option<i32> {
-        let until = Instant::now() + d;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status.code().unwrap_or(-1));
+    pub fn wait_for_exit(&self, d: Duration) -> Option<i32> {
+        wait_for(d, || self.exited())
+    }
+
+    /// Sends SIGINT to the process alone (a graceful stop, as Ctrl-C).
+    pub fn interrupt(&self) {
+        if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
+            // SAFETY: kill(2) on our own child's pid; no memory is involved.
+            unsafe {
+                libc::kill(pid, libc::SIGINT);
             }
-            if Instant::now() > until {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
@@ -64,22 +110,97 @@ impl Proc {
 
     /// The last `n` lines of the log, labelled.
     pub fn tail(&self, n: usize) -> String {
-        let text = self.output();
-        let lines: Vec<&str> = text.lines().collect();
-        let start = lines.len().saturating_sub(n);
-        format!(
-            "---- {} ({}) ----\n{}\n",
-            self.name,
-            self.log.display(),
-            lines[start..].join("\n")
-        )
+        tail_of(&self.name, &self.log, n)
     }
 }
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // SIGTERM first so a script's traps stop what it started, then SIGKILL whatever is
+        // left of the group (the leader is still unreaped here), then reap the leader.
+        let pgid = self.child.id();
+        if self.exited().is_none() {
+            signal_group(pgid, libc::SIGTERM);
+            let _ = self.wait_for_exit(Duration::from_secs(3));
+        }
+        signal_group(pgid, libc::SIGKILL);
         let _ = self.child.wait();
+    }
+}
+
+/// The last `n` lines of the file at `path`, labelled with `name`.
+pub fn tail_of(name: &str, path: &Path, n: usize) -> String {
+    let text = match std::fs::read(path) {
+        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+        Err(e) => format!("(cannot read: {e})"),
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines.len().saturating_sub(n);
+    format!(
+        "---- {} ({}), last {} of {} lines ----\n{}\n",
+        name,
+        path.display(),
+        lines.len() - start,
+        lines.len(),
+        lines[start..].join("\n")
+    )
+}
+
+/// Log files to show if the test fails: when dropped during a panic, prints the tail of each.
+/// Declare it before the processes writing the logs, so that they are stopped (dropped) first
+/// and the tails are complete.
+#[derive(Default)]
+pub struct LogsOnFailure {
+    logs: Vec<(String, LogSource, usize)>,
+}
+
+enum LogSource {
+    File(PathBuf),
+    /// A command whose stdout is the log (e.g. a summary of another log), run on failure.
+    Command(Command),
+}
+
+impl LogsOnFailure {
+    /// Adds a log (it need not exist yet) whose last `lines` lines are printed on failure.
+    pub fn add(&mut self, name: &str, path: impl Into<PathBuf>, lines: usize) {
+        self.logs
+            .push((name.into(), LogSource::File(path.into()), lines));
+    }
+
+    /// Adds a command run on failure (for at most 20 s): the last `lines` lines of its output
+    /// are printed.
+    pub fn add_command(&mut self, name: &str, cmd: Command, lines: usize) {
+        self.logs
+            .push((name.into(), LogSource::Command(cmd), lines));
+    }
+}
+
+impl Drop for LogsOnFailure {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        eprintln!("\n======== the test failed: tails of its logs ========");
+        for (name, source, n) in std::mem::take(&mut self.logs) {
+            match source {
+                LogSource::File(path) => eprintln!("{}", tail_of(&name, &path, n)),
+                LogSource::Command(cmd) => {
+                    let what = format!("{cmd:?}");
+                    let (code, text) = match try_run(cmd, Duration::from_secs(20)) {
+                        Ok((code, out, err)) => (code, format!("{out}{err}")),
+                        Err(e) => (-1, format!("cannot run it: {e}")),
+                    };
+                    let lines: Vec<&str> = text.lines().collect();
+                    let start = lines.len().saturating_sub(n);
+                    eprintln!(
+                        "---- {name} ({what}, exit {code}), last {} of {} lines ----\n{}\n",
+                        lines.len() - start,
+                        lines.len(),
+                        lines[start..].join("\n")
+                    );
+                }
+            }
+        }
     }
 }
 
@@ -106,28 +227,34 @@ pub fn wait_for<T>(d: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     }
 }
 
-/// Runs a command to completion with a deadline; (exit code, stdout, stderr).
-pub fn run(mut cmd: Command, d: Duration) -> (i32, String, String) {
+/// Runs a command to completion with a deadline (then its process group is killed and the
+/// code is -1); (exit code, stdout, stderr).
+pub fn run(cmd: Command, d: Duration) -> (i32, String, String) {
+    let what = format!("{cmd:?}");
+    try_run(cmd, d).unwrap_or_else(|e| panic!("run {what}: {e}"))
+}
+
+/// [`run`] that returns an error instead of panicking (for use in a Drop during a panic).
+pub fn try_run(mut cmd: Command, d: Duration) -> std::io::Result<(i32, String, String)> {
+    // Output goes to files, not pipes: a grandchild that outlives a killed child cannot then
+    // keep us waiting for the end of a pipe.
+    let dir = tempfile::tempdir()?;
+    let (out_path, err_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
     let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let until = Instant::now() + d;
-    loop {
-        if let Ok(Some(_)) = child.try_wait() {
-            break;
-        }
-        if Instant::now() > until {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path)?)
+        .stderr(std::fs::File::create(&err_path)?)
+        .process_group(0)
+        .spawn()?;
+    let status = wait_for(d, || exit_code_nowait(child.id()));
+    // Whatever it left running dies with it (the leader is still unreaped here).
+    signal_group(child.id(), libc::SIGKILL);
+    let _ = child.wait();
+    let read =
+        |p: &Path| String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned();
+    let mut err = read(&err_path);
+    if status.is_none() {
+        err.push_str(&format!("\n(killed after {} s)", d.as_secs()));
     }
-    let out = child.wait_with_output().expect("output");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    Ok((status.unwrap_or(-1), read(&out_path), err))
 }
