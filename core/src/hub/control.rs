@@ -207,6 +207,23 @@ impl Hub {
                         "value_json is not JSON".into(),
                     );
                 }
+                // The agent fetches it in one Response frame: refuse what could never arrive.
+                let room = self
+                    .cfg
+                    .link
+                    .max_frame
+                    .saturating_sub(crate::link::FRAME_MARGIN);
+                if r.value_json.len() > room {
+                    return self.control_error(
+                        conn,
+                        r.request_id,
+                        Code::Invalid,
+                        format!(
+                            "value of {} bytes does not fit in a frame ({room} bytes at most)",
+                            r.value_json.len()
+                        ),
+                    );
+                }
                 let Some(agent) = self.agents.get_mut(&r.agent_id) else {
                     return self.control_error(
                         conn,

@@ -217,3 +217,31 @@ fn load_finishes_pending_commands_and_continues_ids() {
     assert_eq!(finished, vec![(41, CommandStatus::Failed)]);
     assert_eq!(hub.next_command_id, 42);
 }
+
+#[test]
+fn data_values_too_big_for_a_frame_are_refused_up_front() {
+    let (mut hub, mut agent, mut op, now) = setup();
+    // Fits in the request frame (64 KiB) but not in the agent's Response with its margin.
+    let big = format!("\"{}\"", "x".repeat(65_380));
+    let req = pb::SetAgentDataRequest {
+        request_id: 9,
+        agent_id: "a1".into(),
+        name: "big".into(),
+        value_json: big,
+    };
+    op.send_request(Body::SetAgentDataRequest(req))
+        .expect("send");
+    pump_peers(&mut hub, &mut agent, &mut op, now);
+    assert_eq!(
+        labels(&mut hub, &mut agent, &mut op, now),
+        vec!["send operator"],
+        "nothing persisted"
+    );
+    let mut refused = false;
+    while let Some(a) = op.poll_action() {
+        if let Action::Event(ClientEvent::Message(Body::ControlError(e))) = a {
+            refused = e.request_id == 9 && e.message.contains("does not fit");
+        }
+    }
+    assert!(refused);
+}
