@@ -306,7 +306,17 @@ scenario!(a_data_value_is_never_handed_over_corrupted, 4, |seed| {
     }
     assert!(ans.status == Status::Success || ans.status == Status::Failed);
     if out.status == CommandStatusWire::Failed {
-        assert!(out.output.contains("too large"), "{}", out.output);
+        if stored {
+            assert!(out.output.contains("too large"), "{}", out.output);
+        } else {
+            // Refused up front by the hub: the value could never fit in the agent's Response.
+            assert!(
+                matches!(w.operator(op).response(rid), Some(Body::ControlError(e)) if e.message.contains("does not fit")),
+                "{:?}",
+                w.operator(op).response(rid)
+            );
+            assert!(out.output.contains("no data named"), "{}", out.output);
+        }
     }
     w.assert_invariants();
 });
