@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use serde_json::json;
-use switchboard_core::hub::{Change, CommandStatus, HubEvent};
+use switchboard_core::hub::{Change, CommandStatus, HubConfig, HubEvent};
 use switchboard_core::link::CommandStatusWire;
 use switchboard_core::machine::CloseReason;
 use switchboard_proto::command_result::Status;
@@ -234,7 +234,11 @@ scenario!(registration_over_the_wire_survives_a_restart, 8, |seed| {
 });
 
 scenario!(a_hundred_agents_under_ten_percent_loss, 3, |seed| {
-    let mut w = world(seed, NetConfig::with_loss(0.10));
+    // The production timers (ping every 30 s, answered within 10 s): at 10% segment loss TCP
+    // stalls a stream for seconds now and then (a segment lost four times in a row waits
+    // 0.2 + 0.4 + 0.8 + 1.6 s), and the 5 s ping timeout of the short timers would rightly
+    // close such a link; with 10 s it takes six losses in a row.
+    let mut w = World::new(seed, HubConfig::default(), NetConfig::with_loss(0.10));
     let ids: Vec<String> = (0..100).map(|i| format!("agent{i:03}")).collect();
     let nodes: Vec<NodeId> = ids
         .iter()

@@ -409,6 +409,10 @@ scenario!(bad_input_gets_a_bye_while_others_keep_working, 8, |seed| {
     let mut w = world(seed, NetConfig::default());
     let good = w.connected_agent("good");
     let op = w.connected_operator();
+    // The last two cases send a hello and then something else: a slow verification keeps the
+    // peer authenticating when the rest arrives (cut into segments, the two may arrive some
+    // milliseconds apart), so that what is judged is the frame after the hello, not the wrong secret.
+    w.verify_delay = (SECS(2), SECS(3));
     let mut mismatched = msg::ping(1);
     mismatched.r#type = 14; // says PONG, carries a Ping
     // A hello with a wrong secret, so that the peer is still being authenticated (and could
