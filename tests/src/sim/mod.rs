@@ -46,7 +46,7 @@ pub use clock::Clock;
 pub use net::{Dir, NetConfig, NetStats};
 pub use node::Node;
 pub use operator::{Answer, OperatorNode, RawNode};
-pub use store::MemStore;
+pub use store::{MemStore, Refusal};
 pub use world::World;
 
 /// Index of a node in its world.

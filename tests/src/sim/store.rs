@@ -2,9 +2,13 @@
 //! restarted simulated hub loads exactly what a real one would.
 //!
 //! As `SqliteStore::apply_all` does, a change naming an agent or a command that does not exist
-//! writes nothing and is skipped; the simulator also records it in [`MemStore::refused`] (the hub
-//! and its store disagree: scenarios check that this stays empty). A reused command id makes
-//! SQLite's plain INSERT fail and stops the real hub; here it panics.
+//! writes nothing and is skipped; the simulator also records it in [`MemStore::refused`] (the
+//! hub and its store disagree: scenarios check that this stays empty). What makes SQLite fail
+//! the whole batch, and so stops the real hub, panics here ([`Refusal::Fatal`]): a reused
+//! command or channel id (plain INSERTs), a user name that belongs to another uid (`name` is
+//! UNIQUE), a membership in a channel or of a user that does not exist (the bundled SQLite
+//! enforces foreign keys).
+//! `tests/sim_store.rs` checks all of this against the real store.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -29,14 +33,31 @@ pub struct MemStore {
     pub refused: Vec<(Change, String)>,
 }
 
+/// Why the store did not apply a change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The change names an agent or command that does not exist: SQLite writes nothing and
+    /// `apply_all` skips it (the rest of the batch is stored).
+    Skipped(String),
+    /// SQLite fails the statement, and so the whole batch: the real hub stops.
+    Fatal(String),
+}
+
 impl MemStore {
     /// Applies one change (as `SqliteStore::apply_all` does, refusals are skipped and
-    /// recorded in [`refused`](Self::refused)).
+    /// recorded in [`refused`](Self::refused)). Panics on what would fail the real store's
+    /// batch (see [`Refusal::Fatal`]): the real hub would stop there.
     pub fn apply(&mut self, change: &Change) {
-        if let Err(why) = self.check(change) {
-            self.refused.push((change.clone(), why));
-            return;
+        match self.try_apply(change) {
+            Ok(()) => {}
+            Err(Refusal::Skipped(why)) => self.refused.push((change.clone(), why)),
+            Err(Refusal::Fatal(why)) => panic!("storage failed: {why}"),
         }
+    }
+
+    /// Applies one change, or says why SQLite would not (then nothing was written).
+    pub fn try_apply(&mut self, change: &Change) -> Result<(), Refusal> {
+        self.check(change)?;
         self.applied.push(change.clone());
         match change {
             Change::AgentRegistered(a) => {
@@ -98,30 +119,49 @@ impl MemStore {
                 self.members.remove(&(*chid, *uid));
             }
         }
+        Ok(())
     }
 
     /// What SQLite would refuse.
-    fn check(&self, change: &Change) -> Result<(), String> {
+    fn check(&self, change: &Change) -> Result<(), Refusal> {
         match change {
             Change::AgentSeen { agent_id, .. } | Change::AgentData { agent_id, .. }
                 if !self.agents.contains_key(agent_id) =>
             {
-                Err(format!("unknown agent {agent_id:?}"))
+                Err(Refusal::Skipped(format!("unknown agent {agent_id:?}")))
             }
             Change::CommandFinished { command_id, .. }
                 if !self.commands.contains_key(command_id) =>
             {
-                Err(format!("unknown command {command_id}"))
+                Err(Refusal::Skipped(format!("unknown command {command_id}")))
             }
-            Change::CommandCreated(c) => {
-                // A plain INSERT in SQLite: a reused id fails the batch and stops the hub.
-                assert!(
-                    !self.commands.contains_key(&c.command_id),
-                    "storage failed: command id {} reused",
-                    c.command_id
-                );
-                Ok(())
+            // A plain INSERT: a reused id fails.
+            Change::CommandCreated(c) if self.commands.contains_key(&c.command_id) => Err(
+                Refusal::Fatal(format!("command id {} reused", c.command_id)),
+            ),
+            Change::ChannelCreated(c) if self.channels.contains_key(&c.chid) => {
+                Err(Refusal::Fatal(format!("channel id {} reused", c.chid)))
             }
+            // Foreign keys: the bundled SQLite enforces them.
+            Change::MemberJoined { chid, uid }
+                if !self.channels.contains_key(chid) || !self.users.contains_key(uid) =>
+            {
+                Err(Refusal::Fatal(format!(
+                    "membership of uid {uid} in channel {chid}: no such channel or user"
+                )))
+            }
+            // An upsert by uid, but `name` is UNIQUE: another user's name fails.
+            Change::UserRegistered(u) => match self
+                .users
+                .values()
+                .find(|o| o.name == u.name && o.uid != u.uid)
+            {
+                Some(o) => Err(Refusal::Fatal(format!(
+                    "user name {:?} of uid {} already belongs to uid {}",
+                    u.name, u.uid, o.uid
+                ))),
+                None => Ok(()),
+            },
             _ => Ok(()),
         }
     }
