@@ -37,6 +37,10 @@ pub enum AgentMode {
     /// Nothing the agent writes leaves it (a hung writer): it answers no ping and sends no
     /// result, but still reads.
     Mute,
+    /// It stops answering the hub's pings (its Pongs are dropped before they leave) and
+    /// otherwise works: it pings the hub itself, reports progress and results. Traffic is not
+    /// an answer: the hub's keepalive must still close it.
+    NoPongs,
 }
 
 /// Counters of an agent's life.
@@ -350,8 +354,13 @@ impl AgentNode {
             let ConnState::Up { conn, link } = &mut self.state else {
                 return;
             };
-            let mute = self.mode == AgentMode::Mute;
-            let (events, close) = drain(*conn, mute, || link.poll_action(), out);
+            let mode = self.mode;
+            let keep = |frame: &[u8]| match mode {
+                AgentMode::Mute => false,
+                AgentMode::NoPongs => !is_pong(frame),
+                AgentMode::Normal | AgentMode::IgnorePongs => true,
+            };
+            let (events, close) = drain(*conn, keep, || link.poll_action(), out);
             if events.is_empty() && close.is_none() {
                 return;
             }
@@ -560,6 +569,13 @@ impl Work {
 
 fn msg_json(name: String) -> String {
     serde_json::json!({ "name": name }).to_string()
+}
+
+/// Whether one written frame is a Pong.
+fn is_pong(frame: &[u8]) -> bool {
+    let mut d = FrameDecoder::new(usize::MAX);
+    d.push(frame);
+    matches!(d.next_message(), Ok(Some(m)) if matches!(m.message, Some(Body::Pong(_))))
 }
 
 /// Decodes the Byes in a byte stream from the hub (for raw peers and checks).

@@ -108,18 +108,18 @@ impl Node {
     }
 }
 
-/// Drains one machine: writes become [`Out::Send`]s (unless `mute`), a close becomes an
-/// [`Out::Fin`] and is returned with the events, in order.
+/// Drains one machine: writes become [`Out::Send`]s (those `keep` accepts: a write is one
+/// frame), a close becomes an [`Out::Fin`] and is returned with the events, in order.
 pub(crate) fn drain<E>(
     conn: ConnId,
-    mute: bool,
+    keep: impl Fn(&[u8]) -> bool,
     mut next: impl FnMut() -> Option<Action<E>>,
     out: &mut Vec<Out>,
 ) -> (Vec<E>, Option<CloseReason>) {
     let (mut events, mut close) = (vec![], None);
     while let Some(a) = next() {
         match a {
-            Action::Send(b) if !mute => out.push(Out::Send(conn, b.to_vec())),
+            Action::Send(b) if keep(&b) => out.push(Out::Send(conn, b.to_vec())),
             Action::Send(_) | Action::Timer(_) => {}
             Action::Close(r) => {
                 out.push(Out::Fin(conn));

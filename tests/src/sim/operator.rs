@@ -181,7 +181,7 @@ impl OperatorNode {
         let (Some(conn), Some(s)) = (self.conn, self.session.as_mut()) else {
             return;
         };
-        let (events, close) = drain(conn, false, || s.poll_action(), out);
+        let (events, close) = drain(conn, |_| true, || s.poll_action(), out);
         for e in events {
             match e {
                 ClientEvent::Welcome { user, .. } => self.user = Some(user),
