@@ -344,6 +344,24 @@ impl Hub {
                 "data must be a JSON object".into(),
             );
         }
+        // The agent must accept the Command frame: refuse what could never arrive (the agent
+        // would drop its link, and every command running on it, on a frame too long).
+        let room = self
+            .cfg
+            .link
+            .max_frame
+            .saturating_sub(crate::link::FRAME_MARGIN);
+        if r.operation.len() + data.len() > room {
+            return self.control_error(
+                conn,
+                r.request_id,
+                Code::Invalid,
+                format!(
+                    "a command of {} bytes does not fit in a frame ({room} bytes at most)",
+                    r.operation.len() + data.len()
+                ),
+            );
+        }
         if self.commands.len() >= self.cfg.max_active_commands {
             return self.control_error(
                 conn,
