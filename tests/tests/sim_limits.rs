@@ -1,0 +1,106 @@
+//! Frame limits under the deterministic simulator: whatever an operator asks for, the hub never
+//! writes a frame its peer must refuse as too long. Seeds as in `sim_link` (`SIM_SEEDS=N`,
+//! `SIM_SEED=x`); a failure prints the replay command.
+
+use std::time::Duration;
+
+use serde_json::json;
+use switchboard_core::link::{frame, msg};
+use switchboard_proto as pb;
+use switchboard_proto::command_result::Status;
+use switchboard_proto::control_error::Code;
+use switchboard_proto::message::Message as Body;
+use switchboard_tests::scenario;
+use switchboard_tests::sim::{NetConfig, World};
+
+const SECS: fn(u64) -> Duration = Duration::from_secs;
+
+/// The body length of `body` framed as a `Message`.
+fn body_len(body: &Body) -> usize {
+    frame::encode(&msg::wrap(body.clone())).len() - 4
+}
+
+scenario!(
+    a_command_too_large_for_the_agents_frame_is_refused_not_sent,
+    8,
+    |seed| {
+        let mut w = World::quick(seed, NetConfig::with_loss(0.01));
+        let a = w.connected_agent("a");
+        let op = w.connected_operator();
+        let running = w.start_command(op, "a", "sim.Sleep", json!({"seconds": 10}));
+        let max = w.hub_cfg.link.max_frame;
+        // Requests as large as a frame allows. The Command built from each is larger: the
+        // hub sends "{}" for an empty data, and a command id takes more bytes than a request
+        // id of 0 and a one-letter agent id.
+        let by_operation = |n: usize| {
+            Body::RunCommandRequest(pb::RunCommandRequest {
+                request_id: 0,
+                agent_id: "a".into(),
+                operation: "x".repeat(n),
+                data: String::new(),
+            })
+        };
+        let by_data = |n: usize| {
+            Body::RunCommandRequest(pb::RunCommandRequest {
+                request_id: 0,
+                agent_id: "a".into(),
+                operation: "echo.Echo".into(),
+                data: json!({ "[args]": ["y".repeat(n)] }).to_string(),
+            })
+        };
+        for (case, make) in [by_operation, by_data].iter().enumerate() {
+            let n = (0..max)
+                .rev()
+                .find(|n| body_len(&make(*n)) <= max)
+                .expect("size");
+            let req = make(n);
+            assert_eq!(
+                body_len(&req),
+                max,
+                "case {case}: a request of exactly a frame"
+            );
+            let before = w.operator(op).inbox.len();
+            w.operator_send(op, req).expect("sent");
+            let answered = w.run_until_cond(SECS(5), |w| {
+                w.operator(op).inbox[before..]
+                    .iter()
+                    .any(|(_, m)| matches!(m, Body::ControlError(_) | Body::RunCommandResponse(_)))
+            });
+            assert!(answered, "case {case}: the request was answered");
+            w.run_for(SECS(1));
+            // Either refused up front, or sent as a frame the agent accepts: never a frame
+            // that makes the agent drop its link (and every command running on it).
+            assert_eq!(
+                w.agent(a).stats.closes,
+                vec![],
+                "case {case}: the agent's link was dropped"
+            );
+            let reply = w.operator(op).inbox[before..]
+                .iter()
+                .find_map(|(_, m)| match m {
+                    Body::ControlError(e) => Some(Ok(e.clone())),
+                    Body::RunCommandResponse(r) => Some(Err(r.command_id)),
+                    _ => None,
+                })
+                .expect("answered");
+            match reply {
+                Ok(e) => {
+                    assert_eq!(e.code, Code::Invalid as i32, "case {case}: {e:?}");
+                    assert!(e.message.contains("frame"), "case {case}: {e:?}");
+                }
+                Err(id) => {
+                    let ans = w.wait_answer(op, id, SECS(10));
+                    assert!(ans.status != Status::Unspecified, "case {case}: {ans:?}");
+                }
+            }
+        }
+        let ans = w.wait_answer(op, running, SECS(15));
+        assert_eq!(
+            ans.status,
+            Status::Success,
+            "the running command was not disturbed"
+        );
+        assert_eq!(w.agent(a).stats.connects.len(), 1);
+        w.assert_invariants();
+    }
+);
