@@ -105,12 +105,20 @@ impl Hub {
                 ));
                 let mut agents = Vec::with_capacity(limit);
                 let mut more = false;
+                // A page ends at `limit` agents or when the next would not fit in a frame
+                // (registration makes sure one agent always fits).
+                let room = self
+                    .cfg
+                    .link
+                    .max_frame
+                    .saturating_sub(crate::link::FRAME_MARGIN);
+                let mut size = 0;
                 for (_, a) in range {
                     if agents.len() == limit {
                         more = true;
                         break;
                     }
-                    agents.push(pb::AgentInfo {
+                    let info = pb::AgentInfo {
                         agent_id: a.record.agent_id.clone(),
                         connected: a.conn.is_some(),
                         last_seen_unix_ms: a.record.last_seen_unix_ms,
@@ -120,7 +128,14 @@ impl Hub {
                             .map(|e| e.peer.addr.to_string())
                             .unwrap_or_default(),
                         allowed_networks: a.record.allowed_networks.clone(),
-                    });
+                    };
+                    let len = listed_len(&info);
+                    if !agents.is_empty() && size + len > room {
+                        more = true;
+                        break;
+                    }
+                    size += len;
+                    agents.push(info);
                 }
                 self.send_body(
                     conn,
@@ -156,6 +171,30 @@ impl Hub {
                         r.request_id,
                         Code::Invalid,
                         format!("invalid network {bad:?}"),
+                    );
+                }
+                // The agent must fit in a ListAgentsResponse frame, with the longest address.
+                let room = self
+                    .cfg
+                    .link
+                    .max_frame
+                    .saturating_sub(crate::link::FRAME_MARGIN);
+                let listed = listed_len(&pb::AgentInfo {
+                    agent_id: r.agent_id.clone(),
+                    connected: true,
+                    last_seen_unix_ms: i64::MAX,
+                    address: LONGEST_ADDRESS.into(),
+                    allowed_networks: r.allowed_networks.clone(),
+                });
+                if listed > room {
+                    return self.control_error(
+                        conn,
+                        r.request_id,
+                        Code::Invalid,
+                        format!(
+                            "too many allowed networks: the agent's listing takes {listed} bytes \
+                             ({room} at most)"
+                        ),
                     );
                 }
                 self.register_agent(r.agent_id.clone(), r.secret_hash, r.allowed_networks);
@@ -422,6 +461,17 @@ impl Hub {
             }),
         );
     }
+}
+
+/// The longest address a connection can show (`SocketAddr`'s Display of an IPv6 address with
+/// a scope id and port).
+const LONGEST_ADDRESS: &str = "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff%4294967295]:65535";
+
+/// Bytes an [`pb::AgentInfo`] takes in a ListAgentsResponse (field key, length and body).
+fn listed_len(info: &pb::AgentInfo) -> usize {
+    use prost::Message as _;
+    let body = info.encoded_len();
+    1 + prost::length_delimiter_len(body) + body
 }
 
 fn validate_agent_id(id: &str) -> Result<(), String> {
