@@ -104,3 +104,87 @@ scenario!(
         w.assert_invariants();
     }
 );
+
+scenario!(listing_agents_pages_within_a_frame, 4, |seed| {
+    let mut w = World::quick(seed, NetConfig::default());
+    let op = w.connected_operator();
+    // 200 agents with the longest ids and a few IPv6 networks each: a page of 200 such
+    // agents is larger than a frame.
+    let nets: Vec<String> = (0..8)
+        .map(|i| format!("2001:db8:ffff:ffff:ffff:ffff:ffff:ff{i:02x}/128"))
+        .collect();
+    let nets: Vec<&str> = nets.iter().map(String::as_str).collect();
+    let ids: Vec<String> = (0..200)
+        .map(|i| format!("{i:03}{}", "a".repeat(125)))
+        .collect();
+    for id in &ids {
+        let rid = w.register_agent_request(op, id, "pw", &nets);
+        let ok = w.run_until_cond(SECS(5), |w| w.operator(op).response(rid).is_some());
+        assert!(
+            ok && matches!(
+                w.operator(op).response(rid),
+                Some(Body::RegisterAgentResponse(_))
+            ),
+            "{:?}",
+            w.operator(op).response(rid)
+        );
+    }
+    let mut listed = vec![];
+    let mut after = String::new();
+    for page in 0..200 {
+        let before = w.operator(op).inbox.len();
+        let req = pb::ListAgentsRequest {
+            request_id: 10_000 + page,
+            after: after.clone(),
+            limit: 0,
+        };
+        w.operator_send(op, Body::ListAgentsRequest(req))
+            .expect("the session is open");
+        let got = w.run_until_cond(SECS(5), |w| {
+            w.operator(op).inbox.len() > before || w.operator(op).closed.is_some()
+        });
+        assert!(
+            got && w.operator(op).closed.is_none(),
+            "page {page}: the session ended: {:?}",
+            w.operator(op).closed
+        );
+        let Some(Body::ListAgentsResponse(r)) = w.operator(op).response(10_000 + page).cloned()
+        else {
+            panic!("page {page}: {:?}", w.operator(op).inbox.last());
+        };
+        listed.extend(r.agents.iter().map(|a| a.agent_id.clone()));
+        match (r.more, r.agents.last()) {
+            (true, Some(last)) => after = last.agent_id.clone(),
+            (true, None) => panic!("page {page}: more, but an empty page"),
+            (false, _) => break,
+        }
+    }
+    assert_eq!(listed, ids, "every agent listed once, in order");
+    // An agent whose listing alone could not fit in a frame is refused at registration.
+    let hash = switchboard_tests::sim::cheap_hash("pw");
+    let all: Vec<String> = (0..4096).map(|i| format!("2001:db8::{i:x}/128")).collect();
+    let request = |n: usize| {
+        Body::RegisterAgentRequest(pb::RegisterAgentRequest {
+            request_id: 99_999,
+            agent_id: "crowded".into(),
+            secret_hash: hash.clone(),
+            allowed_networks: all[..n].to_vec(),
+        })
+    };
+    // As many networks as fit in the request frame, less a few bytes.
+    let max = w.hub_cfg.link.max_frame;
+    let counts: Vec<usize> = (0..all.len()).collect();
+    let n = counts.partition_point(|&k| body_len(&request(k)) + 40 <= max);
+    assert!(n < all.len());
+    w.operator_send(op, request(n)).expect("sent");
+    w.run_until_cond(SECS(5), |w| w.operator(op).response(99_999).is_some());
+    match w.operator(op).response(99_999) {
+        Some(Body::ControlError(e)) => {
+            assert_eq!(e.code, Code::Invalid as i32, "{e:?}");
+            assert!(e.message.contains("allowed networks"), "{e:?}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(w.operator(op).is_open());
+    assert!(!w.store.has_agent("crowded"));
+});
