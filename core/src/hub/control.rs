@@ -467,10 +467,9 @@ impl Hub {
 /// a scope id and port).
 const LONGEST_ADDRESS: &str = "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff%4294967295]:65535";
 
-/// Bytes an [`pb::AgentInfo`] takes in a ListAgentsResponse (field key, length and body).
-fn listed_len(info: &pb::AgentInfo) -> usize {
-    use prost::Message as _;
-    let body = info.encoded_len();
+/// Bytes an entry of a list response takes in it (field key, length and body).
+fn listed_len(entry: &impl prost::Message) -> usize {
+    let body = entry.encoded_len();
     1 + prost::length_delimiter_len(body) + body
 }
 
@@ -596,20 +595,31 @@ impl Hub {
                 )
             }
             Body::ListChannelsRequest(r) => {
-                let mut channels: Vec<pb::ChannelInfo> = self
-                    .domain
-                    .channels
-                    .range(r.after_chid.saturating_add(1)..)
-                    .take(MAX_LIST_PAGE + 1)
-                    .map(|(_, c)| pb::ChannelInfo {
+                // A page ends at MAX_LIST_PAGE channels or when the next would not fit in a
+                // frame (one channel at least).
+                let room = self
+                    .cfg
+                    .link
+                    .max_frame
+                    .saturating_sub(crate::link::FRAME_MARGIN);
+                let (mut channels, mut size, mut more) = (vec![], 0, false);
+                for (_, c) in self.domain.channels.range(r.after_chid.saturating_add(1)..) {
+                    let info = pb::ChannelInfo {
                         chid: c.record.chid,
                         owner: c.record.owner,
                         port: c.record.port.into(),
                         members: c.members.iter().copied().collect(),
-                    })
-                    .collect();
-                let more = channels.len() > MAX_LIST_PAGE;
-                channels.truncate(MAX_LIST_PAGE);
+                    };
+                    let len = listed_len(&info);
+                    if channels.len() == MAX_LIST_PAGE
+                        || (!channels.is_empty() && size + len > room)
+                    {
+                        more = true;
+                        break;
+                    }
+                    size += len;
+                    channels.push(info);
+                }
                 (
                     r.request_id,
                     Ok(Body::ListChannelsResponse(pb::ListChannelsResponse {
