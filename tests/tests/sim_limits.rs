@@ -188,3 +188,82 @@ scenario!(listing_agents_pages_within_a_frame, 4, |seed| {
     assert!(w.operator(op).is_open());
     assert!(!w.store.has_agent("crowded"));
 });
+
+scenario!(listing_channels_pages_within_a_frame, 2, |seed| {
+    let mut w = World::quick(seed, NetConfig::default());
+    let op = w.connected_operator();
+    // 200 channels of 300 members each: a page of them all is larger than a frame.
+    let send = |w: &mut World, body| w.operator_send(op, body).expect("sent");
+    for i in 0..300u64 {
+        let name = format!("u{i}");
+        let req = pb::RegisterUserRequest {
+            request_id: 1_000 + i,
+            name,
+            permissions: 0,
+        };
+        send(&mut w, Body::RegisterUserRequest(req));
+        if i < 200 {
+            let req = pb::CreateChannelRequest {
+                request_id: 5_000 + i,
+            };
+            send(&mut w, Body::CreateChannelRequest(req));
+        }
+    }
+    w.run_for(SECS(2));
+    let uids: Vec<u64> = (0..300)
+        .map(|i| match w.operator(op).response(1_000 + i) {
+            Some(Body::RegisterUserResponse(r)) => r.uid,
+            other => panic!("user {i}: {other:?}"),
+        })
+        .collect();
+    let chids: Vec<u64> = (0..200)
+        .map(|i| match w.operator(op).response(5_000 + i) {
+            Some(Body::CreateChannelResponse(r)) => r.chid,
+            other => panic!("channel {i}: {other:?}"),
+        })
+        .collect();
+    for chid in &chids {
+        for uid in &uids {
+            let req = pb::JoinChannelRequest {
+                request_id: 0,
+                uid: *uid,
+                chid: *chid,
+            };
+            send(&mut w, Body::JoinChannelRequest(req));
+        }
+        w.run_for(Duration::from_millis(200));
+    }
+    w.run_for(SECS(2));
+    let mut listed = vec![];
+    let mut after = 0;
+    for page in 0..200 {
+        let rid = 10_000 + page;
+        let req = pb::ListChannelsRequest {
+            request_id: rid,
+            after_chid: after,
+        };
+        send(&mut w, Body::ListChannelsRequest(req));
+        w.run_until_cond(SECS(5), |w| {
+            w.operator(op).response(rid).is_some() || w.operator(op).closed.is_some()
+        });
+        assert!(
+            w.operator(op).closed.is_none(),
+            "page {page}: the session ended: {:?}",
+            w.operator(op).closed
+        );
+        let Some(Body::ListChannelsResponse(r)) = w.operator(op).response(rid).cloned() else {
+            panic!("page {page}: {:?}", w.operator(op).response(rid));
+        };
+        for c in &r.channels {
+            assert_eq!(c.members, uids, "channel {}", c.chid);
+        }
+        listed.extend(r.channels.iter().map(|c| c.chid));
+        match (r.more, r.channels.last()) {
+            (true, Some(last)) => after = last.chid,
+            (true, None) => panic!("page {page}: more, but an empty page"),
+            (false, _) => break,
+        }
+    }
+    assert_eq!(listed, chids, "every channel listed once, in order");
+    w.assert_invariants();
+});
