@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use serde_json::json;
+use switchboard_core::hub::HubConfig;
 use switchboard_core::link::{frame, msg};
 use switchboard_proto as pb;
 use switchboard_proto::command_result::Status;
@@ -14,6 +15,17 @@ use switchboard_tests::scenario;
 use switchboard_tests::sim::{NetConfig, World};
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;
+
+/// A world whose frames are capped at 4 KiB (every machine, both ends), so that listings
+/// outgrow a frame with a few dozen entries.
+fn small_frames(seed: u64) -> World {
+    let mut cfg = HubConfig {
+        link: switchboard_tests::sim::short_timers(),
+        ..HubConfig::default()
+    };
+    cfg.link.max_frame = 4096;
+    World::new(seed, cfg, NetConfig::default())
+}
 
 /// The body length of `body` framed as a `Message`.
 fn body_len(body: &Body) -> usize {
@@ -105,17 +117,17 @@ scenario!(
     }
 );
 
-scenario!(listing_agents_pages_within_a_frame, 4, |seed| {
-    let mut w = World::quick(seed, NetConfig::default());
+scenario!(listing_agents_pages_within_a_frame, 8, |seed| {
+    let mut w = small_frames(seed);
     let op = w.connected_operator();
-    // 200 agents with the longest ids and a few IPv6 networks each: a page of 200 such
-    // agents is larger than a frame.
-    let nets: Vec<String> = (0..8)
+    // 40 agents with long ids and a few IPv6 networks each: a page of them all is larger
+    // than a frame.
+    let nets: Vec<String> = (0..3)
         .map(|i| format!("2001:db8:ffff:ffff:ffff:ffff:ffff:ff{i:02x}/128"))
         .collect();
     let nets: Vec<&str> = nets.iter().map(String::as_str).collect();
-    let ids: Vec<String> = (0..200)
-        .map(|i| format!("{i:03}{}", "a".repeat(125)))
+    let ids: Vec<String> = (0..40)
+        .map(|i| format!("{i:03}{}", "a".repeat(97)))
         .collect();
     for id in &ids {
         let rid = w.register_agent_request(op, id, "pw", &nets);
@@ -162,7 +174,7 @@ scenario!(listing_agents_pages_within_a_frame, 4, |seed| {
     assert_eq!(listed, ids, "every agent listed once, in order");
     // An agent whose listing alone could not fit in a frame is refused at registration.
     let hash = switchboard_tests::sim::cheap_hash("pw");
-    let all: Vec<String> = (0..4096).map(|i| format!("2001:db8::{i:x}/128")).collect();
+    let all: Vec<String> = (0..1024).map(|i| format!("2001:db8::{i:x}/128")).collect();
     let request = |n: usize| {
         Body::RegisterAgentRequest(pb::RegisterAgentRequest {
             request_id: 99_999,
@@ -189,12 +201,12 @@ scenario!(listing_agents_pages_within_a_frame, 4, |seed| {
     assert!(!w.store.has_agent("crowded"));
 });
 
-scenario!(listing_channels_pages_within_a_frame, 2, |seed| {
-    let mut w = World::quick(seed, NetConfig::default());
+scenario!(listing_channels_pages_within_a_frame, 8, |seed| {
+    let mut w = small_frames(seed);
     let op = w.connected_operator();
-    // 200 channels of 300 members each: a page of them all is larger than a frame.
+    // 60 channels of 80 members each: a page of them all is larger than a frame.
     let send = |w: &mut World, body| w.operator_send(op, body).expect("sent");
-    for i in 0..300u64 {
+    for i in 0..80u64 {
         let name = format!("u{i}");
         let req = pb::RegisterUserRequest {
             request_id: 1_000 + i,
@@ -202,7 +214,7 @@ scenario!(listing_channels_pages_within_a_frame, 2, |seed| {
             permissions: 0,
         };
         send(&mut w, Body::RegisterUserRequest(req));
-        if i < 200 {
+        if i < 60 {
             let req = pb::CreateChannelRequest {
                 request_id: 5_000 + i,
             };
@@ -210,13 +222,13 @@ scenario!(listing_channels_pages_within_a_frame, 2, |seed| {
         }
     }
     w.run_for(SECS(2));
-    let uids: Vec<u64> = (0..300)
+    let uids: Vec<u64> = (0..80)
         .map(|i| match w.operator(op).response(1_000 + i) {
             Some(Body::RegisterUserResponse(r)) => r.uid,
             other => panic!("user {i}: {other:?}"),
         })
         .collect();
-    let chids: Vec<u64> = (0..200)
+    let chids: Vec<u64> = (0..60)
         .map(|i| match w.operator(op).response(5_000 + i) {
             Some(Body::CreateChannelResponse(r)) => r.chid,
             other => panic!("channel {i}: {other:?}"),
