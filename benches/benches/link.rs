@@ -95,6 +95,7 @@ impl Pair {
             PeerInfo {
                 addr: "127.0.0.1:1".parse().expect("addr"),
                 cert_name: Some("bench".into()),
+                cert: None,
             },
         );
         hub.accept(
@@ -103,6 +104,7 @@ impl Pair {
             PeerInfo {
                 addr: "127.0.0.1:2".parse().expect("addr"),
                 cert_name: Some("admin".into()),
+                cert: None,
             },
         );
         let agent = AgentLink::new(

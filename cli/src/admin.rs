@@ -17,7 +17,7 @@ use crate::DataDirArg;
 use crate::datadir::DataDir;
 
 /// How long a control request may take.
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Arguments of `admin`.
 #[derive(clap::Args)]
@@ -138,13 +138,14 @@ pub fn run(args: AdminArgs) -> io::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let addr = data.hub_addr(args.hub.as_deref())?;
     smol::block_on(async move {
-        let mut client = AdminClient::connect(&addr, "localhost", data.admin_tls()?).await?;
         let cookie_file = data.dir.join(SESSION_FILE);
-        if !matches!(args.command, AdminCommand::Login { .. }) {
-            resume_session(&mut client, &cookie_file).await?;
-        }
+        let mut client = open_client(
+            &data,
+            args.hub.as_deref(),
+            !matches!(args.command, AdminCommand::Login { .. }),
+        )
+        .await?;
         let code = match args.command {
             AdminCommand::Login {
                 user,
@@ -355,7 +356,8 @@ pub fn run(args: AdminArgs) -> io::Result<ExitCode> {
     })
 }
 
-fn unexpected() -> io::Error {
+/// A response of the wrong kind.
+pub(crate) fn unexpected() -> io::Error {
     io::Error::other("unexpected answer from the hub")
 }
 
@@ -375,13 +377,29 @@ pub fn check(resp: Body) -> io::Result<Body> {
     }
 }
 
-fn format_unix_ms(ms: i64) -> String {
+/// "never" or "N s ago".
+pub(crate) fn format_unix_ms(ms: i64) -> String {
     if ms == 0 {
         return "never".into();
     }
     let now = switchboard_runtime_smol::server::unix_ms_now();
     let ago = (now - ms).max(0) / 1000;
     format!("{ago} s ago")
+}
+
+/// Connects to the hub with the admin certificate and, if `resume`, resumes the logged-in
+/// session kept in the data dir (if any).
+pub async fn open_client(
+    data: &DataDir,
+    hub: Option<&str>,
+    resume: bool,
+) -> io::Result<AdminClient> {
+    let addr = data.hub_addr(hub)?;
+    let mut client = AdminClient::connect(&addr, "localhost", data.admin_tls()?).await?;
+    if resume {
+        resume_session(&mut client, &data.dir.join(SESSION_FILE)).await?;
+    }
+    Ok(client)
 }
 
 /// Registers an agent with the hub and writes its credentials.

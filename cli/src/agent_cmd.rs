@@ -6,8 +6,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use switchboard_core::link::{AgentConfig, Backoff, LinkConfig};
-use switchboard_runtime_smol::agent::{AgentOptions, run_agent};
+use switchboard_runtime_smol::agent::{AgentOptions, RenewalFiles, run_agent};
 use switchboard_runtime_smol::client::seed;
+use switchboard_runtime_smol::pki;
 use switchboard_runtime_smol::tls;
 
 /// Arguments of `agent`.
@@ -40,6 +41,11 @@ pub struct AgentArgs {
     /// Ping timeout in seconds.
     #[arg(long, default_value_t = 10)]
     ping_timeout: u64,
+    /// Do not renew the certificate (needed against a RedPepper 0.0.x manager, which does not
+    /// know renewal). By default the agent asks the hub for a new certificate at two thirds of
+    /// its lifetime and rewrites --cert and --key.
+    #[arg(long)]
+    no_renew: bool,
 }
 
 /// Host part of HOST:PORT (IPv6 in brackets allowed).
@@ -58,6 +64,18 @@ pub fn run(a: AgentArgs) -> io::Result<ExitCode> {
     let secret = String::from_utf8_lossy(&read(&a.secret_file)?)
         .trim()
         .to_string();
+    let renewal = (!a.no_renew).then(|| -> io::Result<RenewalFiles> {
+        Ok(RenewalFiles {
+            ca_pem: read(&a.ca)?,
+            cert_path: a.cert.clone(),
+            key_path: a.key.clone(),
+        })
+    });
+    let renewal = renewal.transpose()?;
+    if renewal.is_some() {
+        // Finish a renewal a crash interrupted before the files are read.
+        pki::recover_renewal(&a.cert, &a.key).map_err(io::Error::other)?;
+    }
     let tls = tls::client_config(&read(&a.ca)?, &read(&a.cert)?, &read(&a.key)?)
         .map_err(io::Error::other)?;
     let link = LinkConfig {
@@ -77,6 +95,7 @@ pub fn run(a: AgentArgs) -> io::Result<ExitCode> {
         backoff: Backoff::default(),
         seed: seed(),
         connect_timeout: Duration::from_secs(10),
+        renewal,
     };
     let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
     ctrlc::set_handler(move || {

@@ -134,6 +134,7 @@ async fn demo(dir: &std::path::Path) -> io::Result<ExitCode> {
             backoff: Backoff::default(),
             seed: seed(),
             connect_timeout: Duration::from_secs(5),
+            renewal: None,
         };
         agent_tasks.push(smol::spawn(run_agent(opts, stop_rx.clone(), None)));
     }

@@ -281,6 +281,7 @@ async fn drive(
                 backoff: Backoff::default(),
                 seed: seed(),
                 connect_timeout: Duration::from_secs(30),
+                renewal: None,
             };
             tasks.push(smol::spawn(run_agent(
                 opts,

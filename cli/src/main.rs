@@ -3,6 +3,7 @@
 
 mod admin;
 mod agent_cmd;
+mod certs;
 mod datadir;
 mod demo;
 mod demo_voice;
@@ -33,6 +34,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Talk to a running hub with the admin certificate.
     Admin(admin::AdminArgs),
+    /// Certificates: list, revoke, renew a user's by hand.
+    Certs(certs::CertsArgs),
     /// Run an agent connected to a hub (or a RedPepper 0.0.x manager).
     Agent(agent_cmd::AgentArgs),
     /// A hub and three agents on loopback in one process: commands, progress, a cancel.
@@ -75,6 +78,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(a) => serve::run(a),
         Command::Admin(a) => admin::run(a),
+        Command::Certs(a) => certs::run(a),
         Command::Agent(a) => agent_cmd::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Loadgen(a) => loadgen::run(a),

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use switchboard_core::kv::KvConfig;
 use switchboard_runtime_smol::client::seed;
+use switchboard_runtime_smol::pki;
 use switchboard_runtime_smol::server::{HubServer, Listeners, ServerOptions};
 
 use crate::DataDirArg;
@@ -15,6 +16,9 @@ use crate::datadir::DataDir;
 pub struct ServeArgs {
     #[command(flatten)]
     data: DataDirArg,
+    /// Lifetime in days of the certificates agents get by renewal (at most 365).
+    #[arg(long, default_value_t = pki::MAX_CLIENT_CERT_DAYS)]
+    cert_days: u32,
     /// Address of the native protocol (agents and operators, mutual TLS).
     #[arg(long, default_value = "0.0.0.0:8768")]
     listen: String,
@@ -55,6 +59,10 @@ pub fn run(args: ServeArgs) -> io::Result<ExitCode> {
     let mut store = data.store()?;
     ensure_admin_credentials(&mut store)?;
     let mut opts = ServerOptions::new(data.server_tls()?, seed());
+    let ca =
+        pki::Ca::load(data.pki.ca.cert_pem(), &data.pki.ca.key_pem()).map_err(io::Error::other)?;
+    opts.ca = Some(std::sync::Arc::new(ca));
+    opts.cert_days = args.cert_days.clamp(1, pki::MAX_CLIENT_CERT_DAYS);
     opts.hub.link.ping_interval = std::time::Duration::from_secs(args.ping_interval.max(1));
     opts.hub.relay_ports = parse_port_range(&args.relay_ports)?;
     smol::block_on(async {

@@ -65,4 +65,7 @@ pub enum ApiMisuse {
     /// Unknown id given.
     #[error("unknown id {0}")]
     UnknownId(i64),
+    /// Only one of these may be in flight at once.
+    #[error("already in progress")]
+    InProgress,
 }

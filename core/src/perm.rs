@@ -137,6 +137,10 @@ pub enum Operation<'a> {
     },
     /// Read-only channel queries (GET_PORT, GET_CHANNELS): no permission needed.
     ListChannels,
+    /// Revoke certificates.
+    RevokeCertificate,
+    /// List the certificates the hub knows.
+    ListCertificates,
 }
 
 /// Why an operation was refused.
@@ -222,6 +226,16 @@ pub fn authorize(
             "delete_user (to remove someone else)",
         ),
         Operation::ListChannels => ("ListChannels", true, "nothing"),
+        Operation::RevokeCertificate => (
+            "RevokeCertificate",
+            perms.contains(Permissions::MANAGE_AGENTS),
+            "manage_agents",
+        ),
+        Operation::ListCertificates => (
+            "ListCertificates",
+            perms.contains(Permissions::MANAGE_AGENTS),
+            "manage_agents",
+        ),
     };
     if ok {
         Ok(())
@@ -243,6 +257,8 @@ mod tests {
             Operation::SetAgentData,
             Operation::RunCommand,
             Operation::CancelCommand { issued_by: "bob" },
+            Operation::RevokeCertificate,
+            Operation::ListCertificates,
         ];
         for op in &ops {
             assert!(

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,13 +14,15 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
 use futures_rustls::TlsConnector;
 use rustls_pki_types::ServerName;
 use switchboard_core::link::{
-    AgentConfig, AgentEvent, AgentLink, Backoff, CommandStatusWire, RequestError,
+    AgentConfig, AgentEvent, AgentLink, Backoff, CertRenewal, CommandStatusWire, RequestError,
 };
 use switchboard_core::machine::{Action, CloseReason};
 use switchboard_core::rng;
 
 use crate::client::with_timeout;
 use crate::operations::{self, DataRequester, OperationRequest, Outcome, OutcomeStatus, Progress};
+use crate::pki;
+use crate::server::unix_ms_now;
 
 /// How an agent runs.
 #[derive(Clone)]
@@ -38,6 +41,87 @@ pub struct AgentOptions {
     pub seed: u64,
     /// Deadline of TCP connect + TLS handshake.
     pub connect_timeout: Duration,
+    /// Where the certificate lives, for automatic renewal at two thirds of its lifetime;
+    /// `None` turns renewal off (a RedPepper 0.0.x manager does not know it).
+    pub renewal: Option<RenewalFiles>,
+}
+
+/// The files of an agent's identity, rewritten when its certificate is renewed.
+#[derive(Debug, Clone)]
+pub struct RenewalFiles {
+    /// The CA that signed the manager's certificate (PEM).
+    pub ca_pem: Vec<u8>,
+    /// The agent's certificate (PEM), replaced on renewal.
+    pub cert_path: PathBuf,
+    /// The agent's private key (PEM), replaced on renewal.
+    pub key_path: PathBuf,
+}
+
+/// Renewal state of a running agent: its files, its schedule, the TLS configuration in use.
+struct Renewer {
+    files: RenewalFiles,
+    schedule: CertRenewal,
+    tls: Arc<rustls::ClientConfig>,
+    /// The key of the request in flight.
+    pending_key: Option<String>,
+}
+
+impl Renewer {
+    /// Finishes an interrupted install, then reads the certificate's validity.
+    fn load(files: RenewalFiles) -> io::Result<Renewer> {
+        let err = |e: pki::PkiError| io::Error::other(e.to_string());
+        if pki::recover_renewal(&files.cert_path, &files.key_path).map_err(err)? {
+            tracing::info!(cert = %files.cert_path.display(), "finished an interrupted certificate renewal");
+        }
+        let cert = std::fs::read(&files.cert_path)?;
+        let key = std::fs::read(&files.key_path)?;
+        let id = pki::IssuedCert {
+            cert_pem: String::from_utf8_lossy(&cert).into_owned(),
+            key_pem: String::new(),
+        }
+        .identity()
+        .map_err(err)?;
+        let tls =
+            crate::tls::client_config(&files.ca_pem, &cert, &key).map_err(io::Error::other)?;
+        Ok(Renewer {
+            schedule: CertRenewal::new(id.not_before_unix * 1000, id.not_after_unix * 1000),
+            files,
+            tls,
+            pending_key: None,
+        })
+    }
+
+    /// Stores the renewed certificate durably, then uses it for the next connections.
+    async fn install(&mut self, agent_id: &str, cert_pem: String) -> Result<i64, String> {
+        let key_pem = self.pending_key.take().ok_or("no renewal in flight")?;
+        let id = pki::IssuedCert {
+            cert_pem: cert_pem.clone(),
+            key_pem: String::new(),
+        }
+        .identity()
+        .map_err(|e| e.to_string())?;
+        if id.common_name.as_deref() != Some(agent_id) {
+            return Err(format!("the new certificate names {:?}", id.common_name));
+        }
+        let tls =
+            crate::tls::client_config(&self.files.ca_pem, cert_pem.as_bytes(), key_pem.as_bytes())
+                .map_err(|e| e.to_string())?;
+        let (cert_path, key_path) = (self.files.cert_path.clone(), self.files.key_path.clone());
+        smol::unblock(move || pki::install_renewed(&cert_path, &key_path, &cert_pem, &key_pem))
+            .await
+            .map_err(|e| e.to_string())?;
+        self.tls = tls;
+        self.schedule
+            .renewed(id.not_before_unix * 1000, id.not_after_unix * 1000);
+        Ok(id.not_after_unix * 1000)
+    }
+
+    /// When to look again, as an instant.
+    fn next_wake(&self) -> Option<Instant> {
+        let at = self.schedule.next_check()?;
+        let wait = at.saturating_sub(unix_ms_now()).max(0) as u64;
+        Some(Instant::now() + Duration::from_millis(wait))
+    }
 }
 
 /// What an agent reports to whoever runs it (the CLI logs these; tests and the demo watch).
@@ -59,6 +143,11 @@ pub enum AgentStatus {
         /// Operation.
         operation: String,
     },
+    /// The certificate was renewed and stored; later connections use it.
+    CertificateRenewed {
+        /// Unix ms of the new certificate's expiry.
+        not_after_unix_ms: i64,
+    },
     /// A command ended (result sent, or CommandDone after a cancel).
     CommandFinished {
         /// Command id.
@@ -70,6 +159,8 @@ pub enum AgentStatus {
 
 enum WorkerMsg {
     Progress(i64, Progress),
+    /// A key and certificate request generated for a renewal (or why not).
+    Csr(Result<pki::KeyAndRequest, String>),
     Finished(i64, Outcome, bool),
     Request {
         name: String,
@@ -116,8 +207,17 @@ pub async fn run_agent(
 ) {
     let mut rng = rng::seeded(opts.seed);
     let mut backoff = opts.backoff.clone();
+    let mut renewer = match opts.renewal.clone().map(Renewer::load) {
+        None => None,
+        Some(Ok(r)) => Some(r),
+        Some(Err(e)) => {
+            tracing::error!(error = %e, "cannot read the certificate: renewal is off");
+            None
+        }
+    };
     loop {
-        let reason = match connect(&opts).await {
+        let tls_config = renewer.as_ref().map_or(opts.tls.clone(), |r| r.tls.clone());
+        let reason = match connect(&opts, tls_config).await {
             Ok(tls) => {
                 run_connection(
                     &opts,
@@ -126,6 +226,7 @@ pub async fn run_agent(
                     rng::child_seed(&mut rng),
                     &stop,
                     status.as_ref(),
+                    renewer.as_mut(),
                 )
                 .await
             }
@@ -163,10 +264,13 @@ fn report(status: Option<&Sender<AgentStatus>>, s: AgentStatus) {
     }
 }
 
-async fn connect(opts: &AgentOptions) -> io::Result<futures_rustls::client::TlsStream<TcpStream>> {
+async fn connect(
+    opts: &AgentOptions,
+    tls: Arc<rustls::ClientConfig>,
+) -> io::Result<futures_rustls::client::TlsStream<TcpStream>> {
     let name = ServerName::try_from(opts.server_name.clone())
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    let connector = TlsConnector::from(opts.tls.clone());
+    let connector = TlsConnector::from(tls);
     with_timeout(opts.connect_timeout, "connect", async {
         let tcp = TcpStream::connect(opts.manager.as_str()).await?;
         let _ = tcp.set_nodelay(true);
@@ -183,6 +287,7 @@ async fn run_connection(
     seed: u64,
     stop: &Receiver<()>,
     status: Option<&Sender<AgentStatus>>,
+    mut renewer: Option<&mut Renewer>,
 ) -> String {
     let mut link = AgentLink::new(Instant::now(), opts.agent.clone(), seed);
     let (work_tx, work_rx) = async_channel::unbounded::<WorkerMsg>();
@@ -237,6 +342,29 @@ async fn run_connection(
                         }
                     }
                 }
+                Action::Event(AgentEvent::Certificate { result, .. }) => {
+                    let Some(r) = renewer.as_deref_mut() else {
+                        continue;
+                    };
+                    let outcome = match result {
+                        Ok((pem, _)) => r.install(&opts.agent.agent_id, pem).await,
+                        Err(e) => Err(e.to_string()),
+                    };
+                    match outcome {
+                        Ok(not_after_unix_ms) => {
+                            tracing::info!(not_after_unix_ms, "certificate renewed and stored");
+                            report(
+                                status,
+                                AgentStatus::CertificateRenewed { not_after_unix_ms },
+                            );
+                        }
+                        Err(e) => {
+                            r.pending_key = None;
+                            r.schedule.failed(unix_ms_now());
+                            tracing::warn!(error = %e, "certificate renewal failed; will retry");
+                        }
+                    }
+                }
                 Action::Event(AgentEvent::Response { request_id, result }) => {
                     if let Some(reply) = waiting.remove(&request_id) {
                         let _ = reply.try_send(result.map_err(|e| match e {
@@ -254,7 +382,32 @@ async fn run_connection(
             Timer,
             Stop,
         }
-        let deadline = link.poll_timeout();
+        // A renewal is due: make a key and request off the loop; the request goes out when
+        // they arrive (as a worker message).
+        if link.is_established()
+            && let Some(r) = renewer.as_deref_mut()
+            && r.schedule.is_due(unix_ms_now())
+        {
+            r.schedule.started();
+            let tx = work_tx.clone();
+            let id = opts.agent.agent_id.clone();
+            smol::spawn(async move {
+                let made =
+                    smol::unblock(move || pki::new_key_and_request(&id).map_err(|e| e.to_string()))
+                        .await;
+                let _ = tx.send(WorkerMsg::Csr(made)).await;
+            })
+            .detach();
+        }
+        let renew_wake = if link.is_established() {
+            renewer.as_deref().and_then(Renewer::next_wake)
+        } else {
+            None
+        };
+        let deadline = match (link.poll_timeout(), renew_wake) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let wake = {
             let read = async { Wake::Read(tls.read(&mut buf).await) };
             let work = async {
@@ -283,6 +436,20 @@ async fn run_connection(
             Wake::Read(Err(e)) => link.handle_transport_closed(&e.to_string()),
             Wake::Timer => link.handle_timeout(now),
             Wake::Stop => link.close("agent shutting down"),
+            Wake::Work(WorkerMsg::Csr(made)) => {
+                if let Some(r) = renewer.as_deref_mut() {
+                    let sent = made.and_then(|kr| {
+                        link.request_certificate(now, kr.csr_der)
+                            .map_err(|e| e.to_string())?;
+                        r.pending_key = Some(kr.key_pem);
+                        Ok(())
+                    });
+                    if let Err(e) = sent {
+                        tracing::warn!(error = %e, "could not ask for a certificate renewal");
+                        r.schedule.failed(unix_ms_now());
+                    }
+                }
+            }
             Wake::Work(WorkerMsg::Progress(id, p)) => {
                 let _ = link.progress(id, p.current, p.total, &p.message);
             }
@@ -333,6 +500,13 @@ async fn run_connection(
     }
     for (_, reply) in waiting.drain() {
         let _ = reply.try_send(Err("connection closed".into()));
+    }
+    // A renewal cut short by the connection is tried again on the next one.
+    if let Some(r) = renewer
+        && r.schedule.next_check().is_none()
+    {
+        r.pending_key = None;
+        r.schedule.failed(unix_ms_now());
     }
     if matches!(link.close_reason(), Some(CloseReason::AuthFailed(_))) {
         tracing::error!(%reason, "the manager refused this agent");

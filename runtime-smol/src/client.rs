@@ -247,6 +247,8 @@ pub fn response_id(m: &Body) -> Option<u64> {
         Body::RenewSessionResponse(r) => r.request_id,
         Body::LogoutResponse(r) => r.request_id,
         Body::SetUserCredentialsResponse(r) => r.request_id,
+        Body::RevokeCertificateResponse(r) => r.request_id,
+        Body::ListCertificatesResponse(r) => r.request_id,
         _ => return None,
     })
 }

@@ -25,6 +25,8 @@ use x509_parser::time::ASN1Time;
 
 /// The longest lifetime of a client certificate, in days; longer requests are clamped to it.
 pub const MAX_CLIENT_CERT_DAYS: u32 = 365;
+/// Largest certificate request [`Ca::sign_client_csr`] looks at.
+pub const MAX_CSR_LEN: usize = 8 * 1024;
 /// Lifetime of a generated CA, in days (10 years).
 pub const CA_DAYS: u32 = 3650;
 /// Lifetime of the hub's server certificate created by [`DataDirPki::ensure`], in days.
@@ -252,15 +254,46 @@ impl Ca {
         eku: ExtendedKeyUsagePurpose,
         days: u32,
     ) -> Result<IssuedCert> {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let params = self.leaf_params(common_name, sans, eku, days)?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(IssuedCert {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+
+    /// The parameters of every leaf: the profile of the module docs, a random serial, valid
+    /// from a little before now for `days` days (never past the CA).
+    fn leaf_params(
+        &self,
+        common_name: &str,
+        sans: Vec<SanType>,
+        eku: ExtendedKeyUsagePurpose,
+        days: u32,
+    ) -> Result<CertificateParams> {
         if days == 0 {
             return Err(PkiError::Invalid("a certificate lifetime of 0 days".into()));
         }
         let now = unix_now()?;
-        let not_after = (now + i64::from(days) * DAY_SECS).min(self.not_after_unix);
-        if not_after <= now {
-            return Err(PkiError::Invalid("the CA has expired".into()));
+        let not_after = now + i64::from(days) * DAY_SECS;
+        self.leaf_params_between(common_name, sans, eku, now - BACKDATE_SECS, not_after)
+    }
+
+    fn leaf_params_between(
+        &self,
+        common_name: &str,
+        sans: Vec<SanType>,
+        eku: ExtendedKeyUsagePurpose,
+        not_before: i64,
+        not_after: i64,
+    ) -> Result<CertificateParams> {
+        let not_after = not_after.min(self.not_after_unix);
+        if not_after <= unix_now()? {
+            return Err(PkiError::Invalid(
+                "the certificate (or the CA) would have expired".into(),
+            ));
         }
-        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
         let mut params = CertificateParams::default();
         params.distinguished_name = common_name_dn(common_name);
         params.subject_alt_names = sans;
@@ -269,12 +302,69 @@ impl Ca {
         params.extended_key_usages = vec![eku];
         params.use_authority_key_identifier_extension = true;
         params.serial_number = Some(random_serial()?);
-        set_validity(&mut params, now - BACKDATE_SECS, not_after)?;
+        set_validity(&mut params, not_before, not_after)?;
+        Ok(params)
+    }
+
+    /// A client certificate for `id` valid between two Unix times of the caller's choice
+    /// (at most [`MAX_CLIENT_CERT_DAYS`] apart, never past the CA): for tests and tools that
+    /// need a certificate already well into its life, for example to exercise renewal.
+    pub fn issue_client_between(
+        &self,
+        id: &str,
+        not_before_unix: i64,
+        not_after_unix: i64,
+    ) -> Result<IssuedCert> {
+        if id.is_empty() || not_after_unix <= not_before_unix {
+            return Err(PkiError::Invalid("empty id or empty validity".into()));
+        }
+        let not_after_unix =
+            not_after_unix.min(not_before_unix + i64::from(MAX_CLIENT_CERT_DAYS) * DAY_SECS);
+        let sans = if is_dns_label(id) {
+            vec![SanType::DnsName(id.to_owned().try_into()?)]
+        } else {
+            Vec::new()
+        };
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let params = self.leaf_params_between(
+            id,
+            sans,
+            ExtendedKeyUsagePurpose::ClientAuth,
+            not_before_unix,
+            not_after_unix,
+        )?;
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(IssuedCert {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
         })
+    }
+
+    /// Signs a renewal: a client certificate for `id` over the public key of `csr_der` (a
+    /// PKCS#10 request whose signature is verified). Whatever the request asks for, the
+    /// certificate gets the profile of [`Ca::issue_client`]: subject `id`, `clientAuth`,
+    /// `days` clamped to [`MAX_CLIENT_CERT_DAYS`].
+    pub fn sign_client_csr(&self, id: &str, csr_der: &[u8], days: u32) -> Result<String> {
+        if id.is_empty() {
+            return Err(PkiError::Invalid("empty client id".into()));
+        }
+        if csr_der.len() > MAX_CSR_LEN {
+            return Err(PkiError::Invalid("certificate request too large".into()));
+        }
+        let der = rustls_pki_types::CertificateSigningRequestDer::from(csr_der);
+        let mut csr = rcgen::CertificateSigningRequestParams::from_der(&der)?;
+        let sans = if is_dns_label(id) {
+            vec![SanType::DnsName(id.to_owned().try_into()?)]
+        } else {
+            Vec::new()
+        };
+        csr.params = self.leaf_params(
+            id,
+            sans,
+            ExtendedKeyUsagePurpose::ClientAuth,
+            days.min(MAX_CLIENT_CERT_DAYS),
+        )?;
+        Ok(csr.signed_by(&self.issuer)?.pem())
     }
 }
 
@@ -287,6 +377,10 @@ pub struct PeerIdentity {
     pub dns_names: Vec<String>,
     /// Unix seconds after which the certificate is no longer valid.
     pub not_after_unix: i64,
+    /// Unix seconds from which it is valid.
+    pub not_before_unix: i64,
+    /// Its serial: lower-case hex of the bytes of its DER INTEGER.
+    pub serial: String,
 }
 
 /// Reads the subject CN, the DNS SANs and the expiry of a DER certificate (for example a
@@ -322,6 +416,8 @@ pub fn peer_identity(cert_der: &[u8]) -> Result<PeerIdentity> {
         common_name,
         dns_names,
         not_after_unix: cert.validity().not_after.timestamp(),
+        not_before_unix: cert.validity().not_before.timestamp(),
+        serial: hex::encode(cert.raw_serial()),
     })
 }
 
@@ -580,6 +676,9 @@ fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<()> {
     drop(file);
     fs::rename(&tmp, path).map_err(io_err)
 }
+
+mod renew;
+pub use renew::{KeyAndRequest, install_renewed, new_key_and_request, recover_renewal};
 
 #[cfg(test)]
 mod tests;

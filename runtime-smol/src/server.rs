@@ -20,7 +20,8 @@ use bytes::Bytes;
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
 use futures_rustls::TlsAcceptor;
 use switchboard_core::hub::{
-    Change, ConnId, Hub, HubAction, HubConfig, HubEvent, PeerInfo, VerifyTicket,
+    Change, ConnId, Hub, HubAction, HubConfig, HubEvent, PeerCert, PeerInfo, SignTicket,
+    SignedCertificate, VerifyTicket,
 };
 
 use switchboard_core::kv::KvConfig;
@@ -46,6 +47,10 @@ pub struct ServerOptions {
     pub conn_queue_bytes: usize,
     /// Maximum simultaneous connections; more are refused at accept.
     pub max_connections: usize,
+    /// The CA that signs agents' certificate renewals; without it renewals are refused.
+    pub ca: Option<Arc<pki::Ca>>,
+    /// Lifetime of renewed agent certificates, in days (clamped to a year).
+    pub cert_days: u32,
 }
 
 impl ServerOptions {
@@ -59,6 +64,8 @@ impl ServerOptions {
             verify_workers: 2,
             conn_queue_bytes: 8 << 20,
             max_connections: 50_000,
+            ca: None,
+            cert_days: pki::MAX_CLIENT_CERT_DAYS,
         }
     }
 }
@@ -81,6 +88,10 @@ enum Input {
     Verified {
         ticket: VerifyTicket,
         ok: bool,
+    },
+    Signed {
+        ticket: SignTicket,
+        result: Result<SignedCertificate, String>,
     },
     Shutdown,
 }
@@ -203,6 +214,11 @@ impl HubServer {
             None => None,
         };
         let outlets = Outlets {
+            signer: Signer {
+                ca: opts.ca.clone(),
+                days: opts.cert_days,
+                input: input_tx.clone(),
+            },
             writers: HashMap::new(),
             verify: verify_tx,
             events,
@@ -349,6 +365,7 @@ async fn accept_loop(
                     let peer = PeerInfo {
                         addr,
                         cert_name: None,
+                        cert: None,
                     };
                     shuttle(conn, tcp, peer, Some(cfg), hub).await
                 }
@@ -377,14 +394,24 @@ async fn native_connection(
         Some(Err(e)) => return tracing::info!(%addr, error = %e, "TLS handshake failed"),
         None => return tracing::info!(%addr, "TLS handshake timed out"),
     };
-    let cert_name = tls
+    let identity = tls
         .get_ref()
         .1
         .peer_certificates()
         .and_then(|c| c.first())
-        .and_then(|c| pki::peer_identity(c.as_ref()).ok())
-        .and_then(|id| id.common_name);
-    shuttle(conn, tls, PeerInfo { addr, cert_name }, None, hub).await
+        .and_then(|c| pki::peer_identity(c.as_ref()).ok());
+    let peer = match identity {
+        Some(id) => PeerInfo {
+            addr,
+            cert_name: id.common_name,
+            cert: Some(PeerCert {
+                serial: id.serial,
+                not_after_unix_ms: id.not_after_unix.saturating_mul(1000),
+            }),
+        },
+        None => PeerInfo::anonymous(addr),
+    };
+    shuttle(conn, tls, peer, None, hub).await
 }
 
 /// Moves bytes between a connection and the hub task until either side ends it.
@@ -454,6 +481,7 @@ async fn shuttle<S>(
 
 /// What the hub task performs actions on.
 struct Outlets {
+    signer: Signer,
     writers: HashMap<ConnId, Writer>,
     verify: Sender<VerifyJob>,
     events: Option<Sender<HubEvent>>,
@@ -536,6 +564,7 @@ impl Outlets {
                 hub.handle_closed(now, conn);
             }
             Input::Verified { ticket, ok } => hub.handle_verified(now, ticket, ok),
+            Input::Signed { ticket, result } => hub.handle_signed(now, ticket, result),
             Input::Shutdown => {
                 *shutting_down = true;
                 hub.shutdown(now);
@@ -605,6 +634,11 @@ impl Outlets {
                         secret,
                     });
                 }
+                HubAction::SignCertificate {
+                    ticket,
+                    name,
+                    csr_der,
+                } => self.signer.sign(ticket, name, csr_der),
                 HubAction::Relay(cmd) => match self.relay.as_mut() {
                     Some(send) => send(cmd),
                     None => {
@@ -623,8 +657,57 @@ impl Outlets {
     }
 }
 
+/// Signs agents' certificate renewals with the CA, off the hub loop.
+struct Signer {
+    ca: Option<Arc<pki::Ca>>,
+    days: u32,
+    input: Sender<Input>,
+}
+
+impl Signer {
+    fn sign(&self, ticket: SignTicket, name: String, csr_der: Vec<u8>) {
+        let (ca, days, input) = (self.ca.clone(), self.days, self.input.clone());
+        smol::spawn(async move {
+            let result = match ca {
+                None => Err("this hub does not renew certificates".to_string()),
+                Some(ca) => {
+                    smol::unblock(move || {
+                        let pem = ca
+                            .sign_client_csr(&name, &csr_der, days)
+                            .map_err(|e| e.to_string())?;
+                        let id = pki::IssuedCert {
+                            cert_pem: pem.clone(),
+                            key_pem: String::new(),
+                        }
+                        .identity()
+                        .map_err(|e| e.to_string())?;
+                        Ok(SignedCertificate {
+                            certificate_pem: pem,
+                            serial: id.serial,
+                            not_after_unix_ms: id.not_after_unix.saturating_mul(1000),
+                        })
+                    })
+                    .await
+                }
+            };
+            let _ = input.send(Input::Signed { ticket, result }).await;
+        })
+        .detach();
+    }
+}
+
 fn log_event(e: &HubEvent) {
     match e {
+        HubEvent::CertificateIssued {
+            name,
+            serial,
+            not_after_unix_ms,
+        } => {
+            tracing::info!(agent = %name, %serial, not_after_unix_ms, "certificate renewed")
+        }
+        HubEvent::CertificateRevoked { name, serial } => {
+            tracing::warn!(%name, %serial, "certificate revoked")
+        }
         HubEvent::AgentConnected { agent_id, addr, .. } => {
             tracing::info!(agent = %agent_id, %addr, "agent connected")
         }

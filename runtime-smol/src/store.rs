@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 use switchboard_core::hub::persist::{
-    AgentRecord, Change, ChannelRecord, CommandRecord, CommandStatus, StoredState, UserRecord,
+    AgentRecord, CertificateRecord, Change, ChannelRecord, CommandRecord, CommandStatus,
+    StoredState, UserRecord,
 };
 
 /// How long a statement waits for a lock held by another connection before failing.
@@ -77,6 +78,14 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE users ADD COLUMN password_hash TEXT NOT NULL DEFAULT '';
      ALTER TABLE users ADD COLUMN totp_secret TEXT NOT NULL DEFAULT '';
      ALTER TABLE users ADD COLUMN expires_unix_ms INTEGER NOT NULL DEFAULT 0;",
+    // 4: certificates issued (renewal) or seen at a handshake, with their revocation.
+    "CREATE TABLE certificates (
+         serial            TEXT PRIMARY KEY NOT NULL,
+         name              TEXT NOT NULL,
+         not_after_unix_ms INTEGER NOT NULL,
+         revoked_unix_ms   INTEGER NOT NULL DEFAULT 0
+     ) STRICT;
+     CREATE INDEX certificates_by_name ON certificates (name);",
 ];
 
 const COMMAND_COLUMNS: &str = "command_id, agent_id, operation, data, issued_by, status, \
@@ -248,8 +257,23 @@ impl SqliteStore {
                 Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)? as u64))
             })?
             .collect::<Result<Vec<_>, _>>()?;
+        let certificates = tx
+            .prepare(
+                "SELECT serial, name, not_after_unix_ms, revoked_unix_ms FROM certificates \
+                 ORDER BY serial",
+            )?
+            .query_map([], |row| {
+                Ok(CertificateRecord {
+                    serial: row.get(0)?,
+                    name: row.get(1)?,
+                    not_after_unix_ms: row.get(2)?,
+                    revoked_unix_ms: row.get(3)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
         tx.finish()?;
         Ok(StoredState {
+            certificates,
             agents,
             agent_data,
             max_command_id,
@@ -443,6 +467,13 @@ fn apply_in(tx: &Transaction<'_>, change: &Change) -> Result<(), StoreError> {
             tx.execute(
                 "DELETE FROM members WHERE chid = ?1 AND uid = ?2",
                 params![*chid as i64, *uid as i64],
+            )?;
+        }
+        Change::Certificate(c) => {
+            tx.execute(
+                "INSERT OR REPLACE INTO certificates \
+                 (serial, name, not_after_unix_ms, revoked_unix_ms) VALUES (?1, ?2, ?3, ?4)",
+                params![c.serial, c.name, c.not_after_unix_ms, c.revoked_unix_ms],
             )?;
         }
     }

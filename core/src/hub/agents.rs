@@ -111,6 +111,10 @@ impl Hub {
                     let _ = link.respond(request_id, ok, &answer);
                 }
             }
+            ManagerEvent::RenewCertificate {
+                request_id,
+                csr_der,
+            } => self.agent_renewal(now, conn, request_id, csr_der),
         }
     }
 

@@ -285,6 +285,12 @@ impl Hub {
                 );
             }
             Body::RunCommandRequest(r) => self.run_command(now, conn, &user, uid, perms, r),
+            Body::RevokeCertificateRequest(r) => {
+                self.revoke_certificate(now, conn, (&user, uid, perms), r)
+            }
+            Body::ListCertificatesRequest(r) => {
+                self.list_certificates(conn, (&user, uid, perms), r)
+            }
             Body::Cancel(c) => {
                 let Some(cmd) = self.commands.get(&c.command_id) else {
                     return self.control_error(
@@ -451,7 +457,13 @@ impl Hub {
         self.pump_agent(now, agent_conn);
     }
 
-    fn control_error(&mut self, conn: ConnId, request_id: u64, code: Code, message: String) {
+    pub(crate) fn control_error(
+        &mut self,
+        conn: ConnId,
+        request_id: u64,
+        code: Code,
+        message: String,
+    ) {
         self.send_body(
             conn,
             Body::ControlError(pb::ControlError {

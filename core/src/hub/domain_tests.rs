@@ -69,6 +69,7 @@ impl Rig {
         let peer = PeerInfo {
             addr: "127.0.0.1:4000".parse().expect("addr"),
             cert_name: None,
+            cert: None,
         };
         self.hub.accept_kv(self.now, conn, peer, cfg);
         let mut b = BytesMut::new();
@@ -418,6 +419,7 @@ fn persisted_before_acknowledged() {
         PeerInfo {
             addr: "127.0.0.1:1".parse().expect("addr"),
             cert_name: None,
+            cert: None,
         },
         KvConfig::default(),
     );
@@ -482,6 +484,7 @@ fn signed_front_refuses_unsigned_stale_replayed_and_foreign_tags() {
         PeerInfo {
             addr: "10.0.0.1:1".parse().expect("addr"),
             cert_name: None,
+            cert: None,
         },
         cfg,
     );

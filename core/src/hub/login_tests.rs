@@ -37,6 +37,7 @@ impl Rig {
             PeerInfo {
                 addr: "10.0.0.1:1".parse().expect("addr"),
                 cert_name: Some("admin".into()),
+                cert: None,
             },
         );
         let op = ClientSession::new(now, LinkConfig::default(), "t", 2);

@@ -8,6 +8,7 @@
 //! run off the hub loop.
 
 mod agents;
+mod certs;
 mod control;
 pub mod domain;
 mod kv_front;
@@ -27,7 +28,8 @@ use crate::perm::Permissions;
 use crate::rng::{self, CoreRng};
 pub use domain::{Actor, DomainError};
 pub use persist::{
-    AgentRecord, Change, ChannelRecord, CommandRecord, CommandStatus, StoredState, UserRecord,
+    AgentRecord, CertificateRecord, Change, ChannelRecord, CommandRecord, CommandStatus,
+    StoredState, UserRecord,
 };
 
 /// Identifies one connection of the hub. Chosen by the runtime, never reused while open.
@@ -41,6 +43,37 @@ pub struct PeerInfo {
     pub addr: SocketAddr,
     /// The identity named by the verified client certificate (its subject CN), if any.
     pub cert_name: Option<String>,
+    /// Serial and expiry of that certificate, if any.
+    pub cert: Option<PeerCert>,
+}
+
+/// The verified client certificate of a connection, as far as the hub cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerCert {
+    /// Serial number (see [`CertificateRecord::serial`] for the form).
+    pub serial: String,
+    /// Unix ms after which it is no longer valid.
+    pub not_after_unix_ms: i64,
+}
+
+impl PeerInfo {
+    /// A peer without a client certificate (KV, tests).
+    pub fn anonymous(addr: SocketAddr) -> Self {
+        PeerInfo {
+            addr,
+            cert_name: None,
+            cert: None,
+        }
+    }
+
+    /// A peer whose certificate names `name` (no serial known: tests and examples).
+    pub fn named(addr: SocketAddr, name: &str) -> Self {
+        PeerInfo {
+            addr,
+            cert_name: Some(name.to_owned()),
+            cert: None,
+        }
+    }
 }
 
 /// Hub configuration.
@@ -71,6 +104,21 @@ impl Default for HubConfig {
     }
 }
 
+/// A pending certificate signature, handed back through [`Hub::handle_signed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SignTicket(pub u64);
+
+/// A certificate the runtime signed for a [`HubAction::SignCertificate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedCertificate {
+    /// The certificate, PEM.
+    pub certificate_pem: String,
+    /// Its serial (see [`CertificateRecord::serial`]).
+    pub serial: String,
+    /// Unix ms after which it is no longer valid.
+    pub not_after_unix_ms: i64,
+}
+
 /// A pending secret verification, handed back through [`Hub::handle_verified`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct VerifyTicket(pub u64);
@@ -78,6 +126,22 @@ pub struct VerifyTicket(pub u64);
 /// Something that happened, for logs, the demo, tests (and later the event log).
 #[derive(Debug, Clone, PartialEq)]
 pub enum HubEvent {
+    /// A certificate was issued to an agent by renewal (recorded before it was handed out).
+    CertificateIssued {
+        /// The agent id it names.
+        name: String,
+        /// Its serial.
+        serial: String,
+        /// Unix ms of its expiry.
+        not_after_unix_ms: i64,
+    },
+    /// A certificate was revoked.
+    CertificateRevoked {
+        /// The name it names.
+        name: String,
+        /// Its serial.
+        serial: String,
+    },
     /// An agent authenticated.
     AgentConnected {
         /// Agent id.
@@ -248,6 +312,18 @@ pub enum HubAction {
         /// The secret the agent sent.
         secret: String,
     },
+    /// Sign the certificate request `csr_der` for `name` with the hub CA (off the hub loop:
+    /// signing needs randomness and the CA key, which the runtime holds) and call
+    /// [`Hub::handle_signed`]. The new certificate must name `name` whatever the request says,
+    /// be a client certificate, and live no longer than the configured maximum.
+    SignCertificate {
+        /// Hand back with the answer.
+        ticket: SignTicket,
+        /// The agent id to bind into the certificate.
+        name: String,
+        /// The agent's PKCS#10 request (DER), unverified.
+        csr_der: Vec<u8>,
+    },
     /// Pass this membership change to the UDP relay (after the Persist before it).
     Relay(crate::relay::RelayCommand),
     /// Something happened.
@@ -323,7 +399,7 @@ pub(crate) struct PendingVerify {
 /// # fn verify(_: Option<&str>, _: &str) -> bool { false }
 /// let mut hub = Hub::new(HubConfig::default(), 42, Instant::now(), 1_700_000_000_000);
 /// hub.load(StoredState::default(), Instant::now());
-/// let peer = PeerInfo { addr: "127.0.0.1:5000".parse().unwrap(), cert_name: Some("agent1".into()) };
+/// let peer = PeerInfo { addr: "127.0.0.1:5000".parse().unwrap(), cert_name: Some("agent1".into()), cert: None };
 /// hub.accept(Instant::now(), ConnId(1), peer);
 /// hub.handle_input(Instant::now(), ConnId(1), b"...bytes from the socket...");
 /// while let Some(action) = hub.poll_action() {
@@ -334,6 +410,10 @@ pub(crate) struct PendingVerify {
 ///         HubAction::VerifySecret { ticket, secret_hash, secret } => {
 ///             let ok = verify(secret_hash.as_deref(), &secret);
 ///             hub.handle_verified(Instant::now(), ticket, ok);
+///         }
+///         HubAction::SignCertificate { ticket, name, csr_der } => {
+///             // Sign with the CA (off the loop), then hand back the certificate or why not.
+///             hub.handle_signed(Instant::now(), ticket, Err(format!("no CA for {name}")));
 ///         }
 ///         HubAction::Relay(cmd) => println!("to the UDP relay: {cmd:?}"),
 ///         HubAction::Event(e) => println!("{e:?}"),
@@ -359,6 +439,13 @@ pub struct Hub {
     /// Last TOTP step accepted per uid (each code works once).
     pub(crate) totp_last_step: BTreeMap<u64, u64>,
     pub(crate) login_failures: BTreeMap<String, std::collections::VecDeque<Instant>>,
+    /// Certificates issued or seen, by serial.
+    pub(crate) certificates: BTreeMap<String, CertificateRecord>,
+    /// Signatures asked of the runtime and not answered yet.
+    pub(crate) signings: BTreeMap<SignTicket, certs::PendingSign>,
+    /// When each connection last asked for a renewal (a bound against an agent that keeps
+    /// asking).
+    pub(crate) renewals_per_conn: BTreeMap<ConnId, Instant>,
     base_instant: Instant,
     base_unix_ms: i64,
 }
@@ -384,6 +471,9 @@ impl Hub {
             cookies: BTreeMap::new(),
             totp_last_step: BTreeMap::new(),
             login_failures: BTreeMap::new(),
+            certificates: BTreeMap::new(),
+            signings: BTreeMap::new(),
+            renewals_per_conn: BTreeMap::new(),
             base_instant: now,
             base_unix_ms: unix_ms,
         }
@@ -409,6 +499,9 @@ impl Hub {
         }
         self.next_command_id = self.next_command_id.max(state.max_command_id + 1);
         self.load_domain(state.users, state.channels, state.members);
+        for c in state.certificates {
+            self.certificates.insert(c.serial.clone(), c);
+        }
         for c in state.pending_commands {
             self.out
                 .push_back(HubAction::Persist(Change::CommandFinished {
@@ -537,6 +630,13 @@ impl Hub {
             return;
         };
         let cert_name = entry.peer.cert_name.clone();
+        if self.cert_revoked(conn) {
+            return self.sniff_failed(conn, CloseReason::AuthFailed("certificate revoked".into()));
+        }
+        self.note_cert(conn);
+        let Some(entry) = self.conns.get(&conn) else {
+            return;
+        };
         // The hello deadline runs from the accept, not from the first frame.
         let hello_deadline = match &entry.conn {
             Conn::Sniffing { deadline, .. } => *deadline,
@@ -681,6 +781,7 @@ impl Hub {
     }
 
     fn drop_conn(&mut self, conn: ConnId) {
+        self.renewals_per_conn.remove(&conn);
         if let Some(e) = self.conns.remove(&conn)
             && let Some(t) = e.timer
         {

@@ -109,6 +109,20 @@ pub struct ChannelRecord {
     pub port: u16,
 }
 
+/// A certificate the hub issued (renewal) or saw at a handshake, and whether it is revoked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateRecord {
+    /// Serial number: lower-case hex of the bytes of its DER INTEGER (x509-parser's
+    /// `raw_serial`), the form `switchboard certs` prints.
+    pub serial: String,
+    /// The agent id or user name it names (its subject CN).
+    pub name: String,
+    /// Unix ms after which it is no longer valid.
+    pub not_after_unix_ms: i64,
+    /// Unix ms of its revocation; 0 = not revoked.
+    pub revoked_unix_ms: i64,
+}
+
 /// A durable change produced by the hub. The runtime applies it to storage (atomically, one
 /// transaction per change) **before** performing any later action the hub emitted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -179,6 +193,8 @@ pub enum Change {
         /// User.
         uid: u64,
     },
+    /// Insert or replace a certificate record (issued, first seen, or revoked).
+    Certificate(CertificateRecord),
 }
 
 /// Everything the runtime loads into a new hub at start.
@@ -198,4 +214,6 @@ pub struct StoredState {
     pub channels: Vec<ChannelRecord>,
     /// Memberships: (channel id, user id).
     pub members: Vec<(u64, u64)>,
+    /// Certificates the hub issued or saw (with their revocation).
+    pub certificates: Vec<CertificateRecord>,
 }

@@ -82,6 +82,7 @@ fn setup() -> (Hub, AgentLink, ClientSession, Instant) {
         PeerInfo {
             addr: "127.0.0.1:1".parse().expect("addr"),
             cert_name: Some("a1".into()),
+            cert: None,
         },
     );
     hub.accept(
@@ -90,6 +91,7 @@ fn setup() -> (Hub, AgentLink, ClientSession, Instant) {
         PeerInfo {
             addr: "127.0.0.1:2".parse().expect("addr"),
             cert_name: Some("admin".into()),
+            cert: None,
         },
     );
     let mut agent = AgentLink::new(
@@ -160,6 +162,7 @@ fn a_session_for_a_certificate_that_is_not_a_user_is_refused() {
         PeerInfo {
             addr: "127.0.0.1:1".parse().expect("addr"),
             cert_name: Some("mallory".into()),
+            cert: None,
         },
     );
     let mut s = ClientSession::new(now, LinkConfig::default(), "t", 1);

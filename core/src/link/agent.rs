@@ -56,6 +56,14 @@ pub enum AgentEvent {
         /// Command id.
         command_id: i64,
     },
+    /// The answer to a certificate renewal asked with [`AgentLink::request_certificate`]:
+    /// the new certificate (PEM) and its expiry (Unix ms), or why there is none.
+    Certificate {
+        /// Request id.
+        request_id: i64,
+        /// `(certificate_pem, not_after_unix_ms)`, or why not.
+        result: Result<(String, i64), RequestError>,
+    },
     /// The answer to a data request made with [`AgentLink::request`].
     Response {
         /// Request id.
@@ -110,6 +118,8 @@ pub struct AgentLink {
     rng: CoreRng,
     out: VecDeque<Action<AgentEvent>>,
     requests: BTreeMap<i64, Instant>,
+    /// The certificate renewal in flight and its deadline.
+    renewal: Option<(i64, Instant)>,
     next_request_id: i64,
     armed: Option<Instant>,
 }
@@ -126,6 +136,7 @@ impl AgentLink {
             rng: rng::seeded(seed),
             out: VecDeque::new(),
             requests: BTreeMap::new(),
+            renewal: None,
             next_request_id: 1,
             armed: None,
         };
@@ -230,6 +241,22 @@ impl AgentLink {
                     result,
                 }));
             }
+            (State::Established { .. }, Body::RenewCertificateResponse(r)) => {
+                if self.renewal.map(|(id, _)| id) != Some(r.request_id) {
+                    tracing::debug!(id = r.request_id, "late certificate answer ignored");
+                    return;
+                }
+                self.renewal = None;
+                let result = if r.success {
+                    Ok((r.certificate_pem, r.not_after_unix_ms))
+                } else {
+                    Err(RequestError::Failed(r.error))
+                };
+                self.out.push_back(Action::Event(AgentEvent::Certificate {
+                    request_id: r.request_id,
+                    result,
+                }));
+            }
             (State::Established { .. }, other) => self.fail(CloseReason::Protocol(format!(
                 "unexpected {:?} from a manager",
                 msg::type_of(&other)
@@ -292,6 +319,33 @@ impl AgentLink {
         Ok(id)
     }
 
+    /// Asks the manager to sign a new certificate for the key of `csr_der` (a PKCS#10 request,
+    /// DER). The answer comes as [`AgentEvent::Certificate`], or as `Err(TimedOut)` after the
+    /// request timeout. One renewal at a time ([`ApiMisuse::InProgress`] otherwise). The owner
+    /// stores the new certificate and key durably before it uses them (for the next connection:
+    /// this one keeps its certificate and its work).
+    pub fn request_certificate(
+        &mut self,
+        now: Instant,
+        csr_der: Vec<u8>,
+    ) -> Result<i64, ApiMisuse> {
+        self.established()?;
+        if self.renewal.is_some() {
+            return Err(ApiMisuse::InProgress);
+        }
+        let id = self.next_request_id;
+        self.next_request_id += 1;
+        self.renewal = Some((id, now + self.cfg.request_timeout));
+        self.send(&msg::wrap(Body::RenewCertificateRequest(
+            switchboard_proto::RenewCertificateRequest {
+                request_id: id,
+                csr_der: csr_der.into(),
+            },
+        )));
+        self.rearm();
+        Ok(id)
+    }
+
     /// Says Bye and closes (agent shutdown).
     pub fn close(&mut self, reason: &str) {
         if matches!(self.state, State::Closed(_)) {
@@ -336,6 +390,15 @@ impl AgentLink {
                 result: Err(RequestError::TimedOut),
             }));
         }
+        if let Some((id, deadline)) = self.renewal
+            && now >= deadline
+        {
+            self.renewal = None;
+            self.out.push_back(Action::Event(AgentEvent::Certificate {
+                request_id: id,
+                result: Err(RequestError::TimedOut),
+            }));
+        }
         self.rearm();
     }
 
@@ -351,12 +414,12 @@ impl AgentLink {
             State::Established { keepalive } => keepalive.deadline(),
             State::Closed(_) => return None,
         };
-        Some(
-            self.requests
-                .values()
-                .min()
-                .map_or(state, |r| state.min(*r)),
-        )
+        let t = self
+            .requests
+            .values()
+            .min()
+            .map_or(state, |r| state.min(*r));
+        Some(self.renewal.map_or(t, |(_, d)| t.min(d)))
     }
 
     fn text_room(&self) -> usize {
@@ -389,6 +452,12 @@ impl AgentLink {
         let pending: Vec<i64> = std::mem::take(&mut self.requests).into_keys().collect();
         for id in pending {
             self.out.push_back(Action::Event(AgentEvent::Response {
+                request_id: id,
+                result: Err(RequestError::Closed),
+            }));
+        }
+        if let Some((id, _)) = self.renewal.take() {
+            self.out.push_back(Action::Event(AgentEvent::Certificate {
                 request_id: id,
                 result: Err(RequestError::Closed),
             }));

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
+use switchboard_proto as pb;
 use switchboard_proto::Message;
 use switchboard_proto::command_result::Status;
 use switchboard_proto::message::Message as Body;
@@ -57,6 +58,15 @@ pub enum ManagerEvent {
         /// JSON kwargs.
         data: String,
     },
+    /// The agent asks for a new certificate (it sent a CSR for a new key). Answer with
+    /// [`ManagerLink::respond_certificate`]. At most one is in flight per link: a second one
+    /// before the answer is a protocol error.
+    RenewCertificate {
+        /// Request id (echo it).
+        request_id: i64,
+        /// The PKCS#10 request, DER. Unverified: the owner checks it.
+        csr_der: Vec<u8>,
+    },
 }
 
 #[derive(Debug)]
@@ -110,6 +120,8 @@ pub struct ManagerLink {
     out: VecDeque<Action<ManagerEvent>>,
     /// Data requests the owner has not answered yet, with their deadlines.
     requests: BTreeMap<i64, Instant>,
+    /// The certificate renewal the owner has not answered yet.
+    renewal: Option<i64>,
     agent_id: Option<String>,
     armed: Option<Instant>,
 }
@@ -132,6 +144,7 @@ impl ManagerLink {
             rng: rng::seeded(seed),
             out: VecDeque::new(),
             requests: BTreeMap::new(),
+            renewal: None,
             agent_id: None,
             armed: None,
         };
@@ -263,6 +276,19 @@ impl ManagerLink {
                     data: r.data,
                 }));
             }
+            (State::Established { .. }, Body::RenewCertificateRequest(r)) => {
+                if self.renewal.is_some() {
+                    return self.fail(CloseReason::Protocol(
+                        "a second certificate renewal before the answer".into(),
+                    ));
+                }
+                self.renewal = Some(r.request_id);
+                self.out
+                    .push_back(Action::Event(ManagerEvent::RenewCertificate {
+                        request_id: r.request_id,
+                        csr_der: r.csr_der.to_vec(),
+                    }));
+            }
             (State::Established { .. }, other) => self.fail(CloseReason::Protocol(format!(
                 "unexpected {:?} from an agent",
                 msg::type_of(&other)
@@ -332,6 +358,36 @@ impl ManagerLink {
             self.send(&msg::response(request_id, success, &data));
         }
         self.rearm();
+        Ok(())
+    }
+
+    /// Answers a certificate renewal: the new certificate (PEM) and its expiry, or why not.
+    pub fn respond_certificate(
+        &mut self,
+        request_id: i64,
+        result: Result<(String, i64), String>,
+    ) -> Result<(), ApiMisuse> {
+        self.established()?;
+        if self.renewal != Some(request_id) {
+            return Err(ApiMisuse::UnknownId(request_id));
+        }
+        self.renewal = None;
+        let body = match result {
+            Ok((certificate_pem, not_after_unix_ms)) => pb::RenewCertificateResponse {
+                request_id,
+                success: true,
+                certificate_pem,
+                not_after_unix_ms,
+                error: String::new(),
+            },
+            Err(error) => pb::RenewCertificateResponse {
+                request_id,
+                success: false,
+                error,
+                ..Default::default()
+            },
+        };
+        self.send(&msg::wrap(Body::RenewCertificateResponse(body)));
         Ok(())
     }
 
@@ -421,6 +477,7 @@ impl ManagerLink {
 
     fn close_now(&mut self, reason: CloseReason) {
         self.requests.clear();
+        self.renewal = None;
         self.state = State::Closed(reason.clone());
         self.out.push_back(Action::Close(reason));
         self.armed = None;

@@ -7,6 +7,7 @@ pub mod frame;
 pub(crate) mod keepalive;
 pub mod manager;
 pub mod msg;
+pub mod renewal;
 
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ pub use agent::{AgentConfig, AgentEvent, AgentLink, RequestError};
 pub use backoff::Backoff;
 pub use frame::{DEFAULT_MAX_FRAME, FrameDecoder, FrameError};
 pub use manager::{ManagerEvent, ManagerLink};
+pub use renewal::CertRenewal;
 pub use switchboard_proto::command_result::Status as CommandStatusWire;
 
 /// Timing and size limits of one link connection (either end).

@@ -57,6 +57,12 @@ pub fn type_of(body: &Body) -> MessageType {
         Body::LogoutResponse(_) => MessageType::Logoutresponse,
         Body::SetUserCredentialsRequest(_) => MessageType::Setusercredentialsrequest,
         Body::SetUserCredentialsResponse(_) => MessageType::Setusercredentialsresponse,
+        Body::RenewCertificateRequest(_) => MessageType::Renewcertificaterequest,
+        Body::RenewCertificateResponse(_) => MessageType::Renewcertificateresponse,
+        Body::RevokeCertificateRequest(_) => MessageType::Revokecertificaterequest,
+        Body::RevokeCertificateResponse(_) => MessageType::Revokecertificateresponse,
+        Body::ListCertificatesRequest(_) => MessageType::Listcertificatesrequest,
+        Body::ListCertificatesResponse(_) => MessageType::Listcertificatesresponse,
     }
 }
 

@@ -96,6 +96,9 @@ fn apply_everything(store: &mut SqliteStore) -> StoredState {
         Change::MemberLeft { chid: 1, uid: 2 },
         Change::ChannelDeleted { chid: 3 },
         Change::UserRemoved { uid: 3 },
+        Change::Certificate(cert("0a1b", "db-1", 0)),
+        Change::Certificate(cert("0c2d", "web-1", 0)),
+        Change::Certificate(cert("0a1b", "db-1", 1_700_000_000_999)),
     ];
     for change in &changes {
         store.apply(change).expect("apply");
@@ -104,6 +107,10 @@ fn apply_everything(store: &mut SqliteStore) -> StoredState {
     web.last_seen_unix_ms = 1_700_000_000_123;
     let triple = |a: &str, n: &str, v: &str| (a.to_owned(), n.to_owned(), v.to_owned());
     StoredState {
+        certificates: vec![
+            cert("0a1b", "db-1", 1_700_000_000_999),
+            cert("0c2d", "web-1", 0),
+        ],
         agents: vec![agent("db-1", &["127.0.0.0/8"]), web],
         agent_data: vec![
             triple("db-1", "role", r#"{"primary":true}"#),
@@ -341,4 +348,13 @@ fn a_corrupt_status_is_reported() {
         store.list_commands(1),
         Err(StoreError::Corrupt(_))
     ));
+}
+
+fn cert(serial: &str, name: &str, revoked_unix_ms: i64) -> CertificateRecord {
+    CertificateRecord {
+        serial: serial.into(),
+        name: name.into(),
+        not_after_unix_ms: 1_800_000_000_000,
+        revoked_unix_ms,
+    }
 }

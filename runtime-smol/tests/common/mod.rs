@@ -10,7 +10,7 @@ use switchboard_core::hub::HubEvent;
 use switchboard_core::link::{AgentConfig, Backoff, LinkConfig};
 use switchboard_proto as pb;
 use switchboard_proto::message::Message as Body;
-use switchboard_runtime_smol::agent::{AgentOptions, AgentStatus, run_agent};
+use switchboard_runtime_smol::agent::{AgentOptions, AgentStatus, RenewalFiles, run_agent};
 use switchboard_runtime_smol::client::AdminClient;
 use switchboard_runtime_smol::pki::{Ca, IssuedCert};
 use switchboard_runtime_smol::server::{HubServer, ServerOptions};
@@ -82,6 +82,8 @@ impl Rig {
         .expect("server tls");
         let mut opts = ServerOptions::new(tls, 11);
         opts.hub.link = link();
+        let ca = Ca::load(pki.ca.cert_pem(), &pki.ca.key_pem()).expect("ca");
+        opts.ca = Some(Arc::new(ca));
         opts.tls_handshake_timeout = Duration::from_secs(2);
         let listener = async_net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -139,6 +141,17 @@ impl Rig {
         cert: &IssuedCert,
         secret: &str,
     ) -> (Sender<()>, Receiver<AgentStatus>) {
+        self.spawn_agent_renewing(id, cert, secret, None)
+    }
+
+    /// [`Rig::spawn_agent`], renewing its certificate in `renewal`'s files if given.
+    pub fn spawn_agent_renewing(
+        &self,
+        id: &str,
+        cert: &IssuedCert,
+        secret: &str,
+        renewal: Option<RenewalFiles>,
+    ) -> (Sender<()>, Receiver<AgentStatus>) {
         let opts = AgentOptions {
             manager: self.addr.to_string(),
             server_name: "localhost".into(),
@@ -155,6 +168,7 @@ impl Rig {
             ),
             seed: 5,
             connect_timeout: Duration::from_secs(5),
+            renewal,
         };
         let (stop_tx, stop_rx) = async_channel::bounded(1);
         let (status_tx, status_rx) = async_channel::unbounded();

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use rand_chacha::ChaCha8Rng;
 use switchboard_core::hub::ConnId;
 use switchboard_core::link::{
-    AgentConfig, AgentEvent, AgentLink, Backoff, CommandStatusWire, FrameDecoder, LinkConfig,
-    RequestError, frame, msg,
+    AgentConfig, AgentEvent, AgentLink, Backoff, CertRenewal, CommandStatusWire, FrameDecoder,
+    LinkConfig, RequestError, frame, msg,
 };
 use switchboard_core::machine::{ApiMisuse, CloseReason};
 use switchboard_proto::message::Message as Body;
@@ -62,6 +62,10 @@ pub struct AgentStats {
     pub commands: Vec<i64>,
     /// Cancels received, by id, in order.
     pub cancels: Vec<i64>,
+    /// Certificates received by renewal and stored (before use), with when.
+    pub renewals: Vec<(Instant, super::SimCert)>,
+    /// Renewals that failed (refused, timed out, cut by a disconnect).
+    pub renewal_failures: u32,
 }
 
 impl AgentStats {
@@ -127,6 +131,12 @@ pub struct AgentNode {
     pub secret: String,
     /// The name its certificate carries.
     pub cert_name: Option<String>,
+    /// Its certificate, when the scenario models certificates (then it names the agent and
+    /// is renewed over the link at two thirds of its lifetime, as the real agent does).
+    pub cert: Option<super::SimCert>,
+    renewal: Option<CertRenewal>,
+    /// Wall clock: Unix ms at an instant.
+    wall: (Instant, i64),
     /// Link limits.
     pub link_cfg: LinkConfig,
     /// Deadline of TCP connect + TLS handshake (as the real agent's `connect_timeout`).
@@ -159,6 +169,9 @@ impl AgentNode {
             id: id.into(),
             secret: secret.into(),
             cert_name,
+            cert: None,
+            renewal: None,
+            wall: (now, 0),
             link_cfg,
             connect_timeout: Duration::from_secs(10),
             mode: AgentMode::Normal,
@@ -170,6 +183,65 @@ impl AgentNode {
             pongs: FrameDecoder::new(max),
             work: Work::default(),
             stats: AgentStats::default(),
+        }
+    }
+
+    /// Gives the agent a certificate (renewed from then on); `now` reads `unix_ms` on the wall.
+    pub(crate) fn set_cert(&mut self, cert: super::SimCert, now: Instant, unix_ms: i64) {
+        self.wall = (now, unix_ms);
+        self.cert_name = Some(cert.name.clone());
+        self.renewal = Some(CertRenewal::new(cert.not_before_ms, cert.not_after_ms));
+        self.cert = Some(cert);
+    }
+
+    fn unix_ms(&self, now: Instant) -> i64 {
+        self.wall.1 + now.saturating_duration_since(self.wall.0).as_millis() as i64
+    }
+
+    fn renewal_wake(&self) -> Option<Instant> {
+        let at = self.renewal.as_ref()?.next_check()?;
+        let wait = at.saturating_sub(self.unix_ms(self.wall.0)).max(0) as u64;
+        Some(self.wall.0 + Duration::from_millis(wait))
+    }
+
+    /// Sends a renewal request if one is due.
+    fn maybe_renew(&mut self, now: Instant) {
+        let unix = self.unix_ms(now);
+        let ConnState::Up { link, .. } = &mut self.state else {
+            return;
+        };
+        let Some(r) = self.renewal.as_mut() else {
+            return;
+        };
+        if !link.is_established() || !r.is_due(unix) {
+            return;
+        }
+        match link.request_certificate(now, super::certs::csr(&self.id)) {
+            Ok(_) => r.started(),
+            Err(_) => r.failed(unix),
+        }
+    }
+
+    fn on_certificate(&mut self, now: Instant, result: Result<(String, i64), RequestError>) {
+        let unix = self.unix_ms(now);
+        let Some(r) = self.renewal.as_mut() else {
+            return;
+        };
+        match result
+            .ok()
+            .and_then(|(pem, _)| super::SimCert::parse(&pem))
+            .filter(|c| c.name == self.id)
+        {
+            Some(c) => {
+                // Stored before it is used (the simulated disk is instant and never fails).
+                r.renewed(c.not_before_ms, c.not_after_ms);
+                self.stats.renewals.push((now, c.clone()));
+                self.cert = Some(c);
+            }
+            None => {
+                self.stats.renewal_failures += 1;
+                r.failed(unix);
+            }
         }
     }
 
@@ -218,7 +290,12 @@ impl AgentNode {
                     Op::Sleep { next, .. } => Some(*next),
                     Op::Request { .. } => None,
                 });
-                link.poll_timeout().into_iter().chain(sleeps).min()
+                let renew = self.renewal_wake().filter(|_| link.is_established());
+                link.poll_timeout()
+                    .into_iter()
+                    .chain(sleeps)
+                    .chain(renew)
+                    .min()
             }
         }
     }
@@ -240,6 +317,7 @@ impl AgentNode {
             ConnState::Up { link, .. } => {
                 link.handle_timeout(now);
                 self.work.tick(now, link);
+                self.maybe_renew(now);
                 self.pump(now, out);
             }
         }
@@ -369,6 +447,13 @@ impl AgentNode {
                     self.stats.connects.push(now);
                     self.backoff.connected(now);
                 }
+                if let AgentEvent::Certificate { result, .. } = e {
+                    self.on_certificate(now, result);
+                    continue;
+                }
+                let ConnState::Up { link, .. } = &mut self.state else {
+                    break;
+                };
                 match &e {
                     AgentEvent::Command { command_id, .. } => self.stats.commands.push(*command_id),
                     AgentEvent::Cancel { command_id } => self.stats.cancels.push(*command_id),
@@ -382,6 +467,14 @@ impl AgentNode {
                 }
                 self.stats.closes.push((now, reason));
                 self.state = ConnState::Idle;
+                if let Some(r) = self.renewal.as_mut()
+                    && r.next_check().is_none()
+                {
+                    self.stats.renewal_failures += 1;
+                    r.failed(
+                        self.wall.1 + now.saturating_duration_since(self.wall.0).as_millis() as i64,
+                    );
+                }
                 self.work.abandon(now, "connection closed");
                 self.schedule(now);
                 return;
@@ -462,7 +555,7 @@ impl Work {
 
     fn on_event(&mut self, now: Instant, link: &mut AgentLink, ev: AgentEvent) {
         match ev {
-            AgentEvent::Connected => {}
+            AgentEvent::Connected | AgentEvent::Certificate { .. } => {}
             AgentEvent::Command {
                 command_id,
                 operation,

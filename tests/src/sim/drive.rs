@@ -151,7 +151,16 @@ impl World {
                 }
             }
             (Dir::ToHub, Payload::Accept) => {
-                if rec.hub == HubSide::Handshake
+                let unix = self.unix_ms();
+                let expired = self.nodes[rec.node]
+                    .cert()
+                    .is_some_and(|c| !c.valid_at(unix));
+                if rec.hub == HubSide::Handshake && expired {
+                    // rustls refuses a certificate out of its validity: the hub never sees it.
+                    self.record(&format!("{conn:?} TLS refuses an expired certificate"));
+                    self.set_hub_side(conn, HubSide::Gone);
+                    self.net.fin(now, conn, Dir::ToPeer);
+                } else if rec.hub == HubSide::Handshake
                     && let Some(hub) = self.hub.as_mut()
                 {
                     hub.accept(now, conn, rec.peer.clone());
@@ -250,8 +259,32 @@ impl World {
     /// Performs what the hub asks, in order: a Persist is in the store before any later action.
     pub(crate) fn pump_hub(&mut self) {
         let now = self.now();
+        loop {
+            self.pump_hub_actions(now);
+            if self.signed.is_empty() {
+                return;
+            }
+            // Signing is quick and happens "off the loop": hand the answers back now.
+            for (ticket, result) in std::mem::take(&mut self.signed) {
+                if let Some(hub) = self.hub.as_mut() {
+                    hub.handle_signed(now, ticket, result);
+                }
+            }
+        }
+    }
+
+    fn pump_hub_actions(&mut self, now: Instant) {
         while let Some(action) = self.hub.as_mut().and_then(Hub::poll_action) {
             match action {
+                HubAction::SignCertificate {
+                    ticket,
+                    name,
+                    csr_der,
+                } => {
+                    let r = self.ca.sign(&name, &csr_der, self.unix_ms());
+                    self.record(&format!("sign {ticket:?} for {name}: {r:?}"));
+                    self.signed.push((ticket, r));
+                }
                 HubAction::Send { conn, bytes } => {
                     let labels = self
                         .checker

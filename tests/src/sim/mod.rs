@@ -27,6 +27,7 @@
 //! exactly seed `x`. A failure panics naming the seed and the command that replays it.
 
 pub mod agent;
+pub mod certs;
 pub mod check;
 pub mod clock;
 pub mod drive;
@@ -42,6 +43,7 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use argon2::{Algorithm, Argon2, Params, Version};
 
 pub use agent::{AgentMode, AgentNode, AgentStats, Outcome, byes};
+pub use certs::{SimCa, SimCert};
 pub use clock::Clock;
 pub use net::{Dir, NetConfig, NetStats};
 pub use node::Node;

@@ -44,6 +44,14 @@ impl Node {
         }
     }
 
+    /// The certificate it presents, if the scenario models one.
+    pub fn cert(&self) -> Option<&super::SimCert> {
+        match self {
+            Node::Agent(a) => a.cert.as_ref(),
+            _ => None,
+        }
+    }
+
     /// When it next has something to do on its own.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         match self {

@@ -212,6 +212,8 @@ fn response_id(m: &Body) -> Option<u64> {
         Body::ListChannelsResponse(r) => r.request_id,
         Body::LoginResponse(r) => r.request_id,
         Body::ControlError(r) => r.request_id,
+        Body::RevokeCertificateResponse(r) => r.request_id,
+        Body::ListCertificatesResponse(r) => r.request_id,
         _ => return None,
     })
 }

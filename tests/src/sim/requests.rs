@@ -135,4 +135,41 @@ impl World {
         self.must_send(op, Body::RemoveAgentRequest(req));
         request_id
     }
+
+    /// Sends a RevokeCertificateRequest (by name, or by serial when not empty) and waits (at
+    /// most 30 s) for its answer.
+    pub fn revoke_certificate(&mut self, op: NodeId, name: &str, serial: &str) -> Body {
+        let request_id = self.rid(op);
+        let req = pb::RevokeCertificateRequest {
+            request_id,
+            name: name.into(),
+            serial: serial.into(),
+        };
+        self.must_send(op, Body::RevokeCertificateRequest(req));
+        self.wait_response(op, request_id)
+    }
+
+    /// Sends a ListCertificatesRequest for `name` (all when empty) and waits for the first page.
+    pub fn list_certificates(&mut self, op: NodeId, name: &str) -> Body {
+        let request_id = self.rid(op);
+        let req = pb::ListCertificatesRequest {
+            request_id,
+            name: name.into(),
+            ..Default::default()
+        };
+        self.must_send(op, Body::ListCertificatesRequest(req));
+        self.wait_response(op, request_id)
+    }
+
+    /// Waits (at most 30 s) for the response to request `rid`.
+    pub fn wait_response(&mut self, op: NodeId, rid: u64) -> Body {
+        let got = self.run_until_cond(Duration::from_secs(30), |w| {
+            w.operator(op).response(rid).is_some()
+        });
+        assert!(got, "no answer to request {rid} within 30 s");
+        self.operator(op)
+            .response(rid)
+            .cloned()
+            .expect("answer present")
+    }
 }

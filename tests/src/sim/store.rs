@@ -26,6 +26,8 @@ pub struct MemStore {
     users: BTreeMap<u64, UserRecord>,
     channels: BTreeMap<u64, ChannelRecord>,
     members: BTreeSet<(u64, u64)>,
+    /// Certificate records, by serial.
+    pub certificates: BTreeMap<String, switchboard_core::hub::CertificateRecord>,
     max_command_id: i64,
     /// Every change applied, in order.
     pub applied: Vec<Change>,
@@ -118,6 +120,9 @@ impl MemStore {
             Change::MemberLeft { chid, uid } => {
                 self.members.remove(&(*chid, *uid));
             }
+            Change::Certificate(c) => {
+                self.certificates.insert(c.serial.clone(), c.clone());
+            }
         }
         Ok(())
     }
@@ -197,6 +202,7 @@ impl MemStore {
             users: self.users.values().cloned().collect(),
             channels: self.channels.values().cloned().collect(),
             members: self.members.iter().copied().collect(),
+            certificates: self.certificates.values().cloned().collect(),
         }
     }
 }

@@ -89,6 +89,12 @@ pub struct World {
     pub hub_generation: u64,
     pub(crate) frozen: BTreeSet<NodeId>,
     pub(crate) checker: Checker,
+    /// The CA of certificate scenarios.
+    pub ca: super::SimCa,
+    pub(crate) signed: Vec<(
+        switchboard_core::hub::SignTicket,
+        Result<switchboard_core::hub::SignedCertificate, String>,
+    )>,
 }
 
 impl World {
@@ -121,6 +127,8 @@ impl World {
             hub_generation: 0,
             frozen: BTreeSet::new(),
             checker: Checker::default(),
+            ca: super::SimCa::default(),
+            signed: vec![],
         };
         w.start_hub();
         w
@@ -164,7 +172,7 @@ impl World {
         self.hub_generation += 1;
         let seed = self.rng.r#gen();
         let now = self.now();
-        let unix_ms = 1_700_000_000_000 + self.elapsed().as_millis() as i64;
+        let unix_ms = self.unix_ms();
         let mut hub = Hub::new(self.hub_cfg.clone(), seed, now, unix_ms);
         hub.load(self.store.state(), now);
         self.hub = Some(hub);
@@ -227,6 +235,24 @@ impl World {
         )));
         self.record(&format!("spawn agent {id} as node {n}"));
         n
+    }
+
+    /// Wall-clock Unix ms now (the hub's wall clock reads the same).
+    pub fn unix_ms(&self) -> i64 {
+        1_700_000_000_000 + self.elapsed().as_millis() as i64
+    }
+
+    /// Issues a certificate for the agent at `node` from the world's CA (as enrolment does);
+    /// from then on the agent presents it and renews it over the link.
+    pub fn issue_cert(&mut self, node: NodeId) -> super::SimCert {
+        let (now, unix) = (self.now(), self.unix_ms());
+        let Node::Agent(a) = &mut self.nodes[node] else {
+            panic!("node {node} is not an agent");
+        };
+        let cert = self.ca.issue(&a.id, unix);
+        a.set_cert(cert.clone(), now, unix);
+        self.record(&format!("issue {cert:?} to node {node}"));
+        cert
     }
 
     /// Registers agent `id` (secret `secret-<id>`), spawns it with a matching certificate and
@@ -377,6 +403,11 @@ impl World {
         self.agent_mut(node).revive(at);
     }
 
+    /// What the hub was told of the peer of `conn` (address, certificate).
+    pub fn peer_of(&self, conn: ConnId) -> Option<&PeerInfo> {
+        self.conns.get(&conn).map(|r| &r.peer)
+    }
+
     /// When the hub accepted `conn`, if it did.
     pub fn accepted_at(&self, conn: ConnId) -> Option<Instant> {
         self.conns.get(&conn).and_then(|r| r.accepted)
@@ -450,11 +481,16 @@ impl World {
         .parse()
         .expect("address");
         let cert_name = self.nodes[node].cert_name();
+        let cert = self.nodes[node].cert().map(super::SimCert::peer_cert);
         self.conns.insert(
             conn,
             ConnRec {
                 node,
-                peer: PeerInfo { addr, cert_name },
+                peer: PeerInfo {
+                    addr,
+                    cert_name,
+                    cert,
+                },
                 hub: HubSide::Dialing,
                 accepted: None,
             },
