@@ -337,3 +337,7 @@ impl Hub {
         );
     }
 }
+
+#[cfg(test)]
+#[path = "perm_tests.rs"]
+mod perm_tests;
