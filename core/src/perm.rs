@@ -141,6 +141,11 @@ pub enum Operation<'a> {
     RevokeCertificate,
     /// List the certificates the hub knows.
     ListCertificates,
+    /// See an event of the log whose scope is `needs_any` (any of its bits; none = everyone).
+    SeeEvent {
+        /// The event's scope.
+        needs_any: Permissions,
+    },
 }
 
 /// Why an operation was refused.
@@ -226,6 +231,11 @@ pub fn authorize(
             "delete_user (to remove someone else)",
         ),
         Operation::ListChannels => ("ListChannels", true, "nothing"),
+        Operation::SeeEvent { needs_any } => (
+            "SeeEvent",
+            needs_any.0 == 0 || perms.intersects(*needs_any),
+            "one of the event's permissions",
+        ),
         Operation::RevokeCertificate => (
             "RevokeCertificate",
             perms.contains(Permissions::MANAGE_AGENTS),

@@ -11,6 +11,7 @@ use futures_rustls::TlsConnector;
 use futures_rustls::client::TlsStream;
 use rustls_pki_types::ServerName;
 use switchboard_core::link::LinkConfig;
+use switchboard_core::link::msg::response_id;
 use switchboard_core::machine::Action;
 use switchboard_core::perm::Permissions;
 use switchboard_core::session::{ClientEvent, ClientSession};
@@ -224,33 +225,6 @@ impl AdminClient {
         }
         Ok(welcome)
     }
-}
-
-/// The request id a response (or ControlError) answers, if it is one.
-pub fn response_id(m: &Body) -> Option<u64> {
-    Some(match m {
-        Body::ControlError(e) if e.request_id != 0 => e.request_id,
-        Body::ListAgentsResponse(r) => r.request_id,
-        Body::RegisterAgentResponse(r) => r.request_id,
-        Body::RunCommandResponse(r) => r.request_id,
-        Body::SetAgentDataResponse(r) => r.request_id,
-        Body::RemoveAgentResponse(r) => r.request_id,
-        Body::RegisterUserResponse(r) => r.request_id,
-        Body::RemoveUserResponse(r) => r.request_id,
-        Body::ListUsersResponse(r) => r.request_id,
-        Body::CreateChannelResponse(r) => r.request_id,
-        Body::DeleteChannelResponse(r) => r.request_id,
-        Body::JoinChannelResponse(r) => r.request_id,
-        Body::LeaveChannelResponse(r) => r.request_id,
-        Body::ListChannelsResponse(r) => r.request_id,
-        Body::LoginResponse(r) => r.request_id,
-        Body::RenewSessionResponse(r) => r.request_id,
-        Body::LogoutResponse(r) => r.request_id,
-        Body::SetUserCredentialsResponse(r) => r.request_id,
-        Body::RevokeCertificateResponse(r) => r.request_id,
-        Body::ListCertificatesResponse(r) => r.request_id,
-        _ => return None,
-    })
 }
 
 /// A seed from OS randomness for a runtime-owned machine.

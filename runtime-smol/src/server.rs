@@ -602,10 +602,33 @@ impl Outlets {
             }
             store
         };
+        let mut store = store;
         let now = Instant::now();
         for action in actions.drain(..) {
             match action {
                 HubAction::Persist(_) => {}
+                HubAction::ReadEvents {
+                    conn,
+                    after_order,
+                    limit,
+                } => {
+                    // Only lagging subscribers read (recent events are in memory): rare and
+                    // small, done off the loop like the persists.
+                    let (s, r) = smol::unblock(move || {
+                        let r = store.read_events(after_order, limit);
+                        (store, r)
+                    })
+                    .await;
+                    store = s;
+                    match r {
+                        Ok(events) => hub.handle_events_read(conn, events),
+                        Err(e) => {
+                            tracing::error!(error = %e, "reading the event log failed");
+                            hub.handle_closed(now, conn);
+                            self.writers.remove(&conn);
+                        }
+                    }
+                }
                 HubAction::Send { conn, bytes } => {
                     if let Some(w) = self.writers.get(&conn) {
                         let len = bytes.len();

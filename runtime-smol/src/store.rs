@@ -17,7 +17,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 use switchboard_core::hub::persist::{
     AgentRecord, CertificateRecord, Change, ChannelRecord, CommandRecord, CommandStatus,
-    StoredState, UserRecord,
+    EventRecord, StoredState, UserRecord,
 };
 
 /// How long a statement waits for a lock held by another connection before failing.
@@ -86,7 +86,23 @@ const MIGRATIONS: &[&str] = &[
          revoked_unix_ms   INTEGER NOT NULL DEFAULT 0
      ) STRICT;
      CREATE INDEX certificates_by_name ON certificates (name);",
+    // 5: the ordered event log.
+    "CREATE TABLE events (
+         event_order INTEGER PRIMARY KEY NOT NULL,
+         unix_ms     INTEGER NOT NULL,
+         kind        TEXT NOT NULL,
+         json        TEXT NOT NULL,
+         scope       INTEGER NOT NULL               -- permission bits (u64 as i64)
+     ) STRICT;
+     CREATE TABLE event_log (
+         id         INTEGER PRIMARY KEY CHECK (id = 1),
+         last_order INTEGER NOT NULL                -- survives pruning everything
+     ) STRICT;
+     INSERT INTO event_log (id, last_order) VALUES (1, 0);",
 ];
+
+/// How many of the newest events [`SqliteStore::load`] hands to the hub.
+pub const RECENT_EVENTS: usize = 4096;
 
 const COMMAND_COLUMNS: &str = "command_id, agent_id, operation, data, issued_by, status, \
                                changed, output, created_unix_ms, finished_unix_ms";
@@ -271,8 +287,28 @@ impl SqliteStore {
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
+        let last_event_order: i64 =
+            tx.query_row("SELECT last_order FROM event_log WHERE id = 1", [], |r| {
+                r.get(0)
+            })?;
+        let first_event_order: i64 = tx.query_row(
+            "SELECT COALESCE(MIN(event_order), ?1) FROM events",
+            [last_event_order + 1],
+            |r| r.get(0),
+        )?;
+        let mut recent_events = tx
+            .prepare(
+                "SELECT event_order, unix_ms, kind, json, scope FROM events \
+                 ORDER BY event_order DESC LIMIT ?1",
+            )?
+            .query_map([RECENT_EVENTS as i64], event_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        recent_events.reverse();
         tx.finish()?;
         Ok(StoredState {
+            last_event_order: last_event_order as u64,
+            first_event_order: first_event_order as u64,
+            recent_events,
             certificates,
             agents,
             agent_data,
@@ -312,6 +348,21 @@ impl SqliteStore {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// Up to `limit` events with an order above `after`, oldest first.
+    pub fn read_events(&self, after: u64, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
+        Ok(self
+            .conn
+            .prepare(
+                "SELECT event_order, unix_ms, kind, json, scope FROM events \
+                 WHERE event_order > ?1 ORDER BY event_order LIMIT ?2",
+            )?
+            .query_map(
+                params![after as i64, i64::try_from(limit).unwrap_or(i64::MAX)],
+                event_row,
+            )?
+            .collect::<Result<Vec<_>, _>>()?)
     }
 
     /// The newest `limit` commands of the log, newest first (for the CLI).
@@ -469,6 +520,23 @@ fn apply_in(tx: &Transaction<'_>, change: &Change) -> Result<(), StoreError> {
                 params![*chid as i64, *uid as i64],
             )?;
         }
+        Change::EventLogged(e) => {
+            tx.execute(
+                "INSERT INTO events (event_order, unix_ms, kind, json, scope) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![e.order as i64, e.unix_ms, e.kind, e.json, e.scope as i64],
+            )?;
+            tx.execute(
+                "UPDATE event_log SET last_order = MAX(last_order, ?1) WHERE id = 1",
+                [e.order as i64],
+            )?;
+        }
+        Change::EventsPruned { before_order } => {
+            tx.execute(
+                "DELETE FROM events WHERE event_order < ?1",
+                [*before_order as i64],
+            )?;
+        }
         Change::Certificate(c) => {
             tx.execute(
                 "INSERT OR REPLACE INTO certificates \
@@ -478,6 +546,16 @@ fn apply_in(tx: &Transaction<'_>, change: &Change) -> Result<(), StoreError> {
         }
     }
     Ok(())
+}
+
+fn event_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<EventRecord> {
+    Ok(EventRecord {
+        order: row.get::<_, i64>(0)? as u64,
+        unix_ms: row.get(1)?,
+        kind: row.get(2)?,
+        json: row.get(3)?,
+        scope: row.get::<_, i64>(4)? as u64,
+    })
 }
 
 /// The highest command id ever used: the AUTOINCREMENT counter, or the largest id present.

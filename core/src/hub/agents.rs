@@ -262,6 +262,7 @@ impl Hub {
 
     /// The answer to a [`HubAction::VerifySecret`]. Unknown or stale tickets are ignored.
     pub fn handle_verified(&mut self, now: Instant, ticket: VerifyTicket, ok: bool) {
+        self.last_now = self.last_now.max(now);
         if self.login_verified(now, ticket, ok) {
             return;
         }

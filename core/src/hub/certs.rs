@@ -113,6 +113,7 @@ impl Hub {
         ticket: SignTicket,
         result: Result<SignedCertificate, String>,
     ) {
+        self.last_now = self.last_now.max(now);
         let Some(p) = self.signings.remove(&ticket) else {
             return;
         };

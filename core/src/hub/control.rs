@@ -285,6 +285,7 @@ impl Hub {
                 );
             }
             Body::RunCommandRequest(r) => self.run_command(now, conn, &user, uid, perms, r),
+            Body::SubscribeEventsRequest(r) => self.subscribe(conn, r),
             Body::RevokeCertificateRequest(r) => {
                 self.revoke_certificate(now, conn, (&user, uid, perms), r)
             }

@@ -423,7 +423,8 @@ impl Hub {
     }
 
     /// Something the relay reported.
-    pub fn handle_relay_event(&mut self, _now: Instant, ev: RelayEvent) {
+    pub fn handle_relay_event(&mut self, now: Instant, ev: RelayEvent) {
+        self.last_now = self.last_now.max(now);
         match ev {
             RelayEvent::MemberExpired { channel, uid } => {
                 let removed = self

@@ -429,13 +429,14 @@ fn persisted_before_acknowledged() {
     let mut order = vec![];
     while let Some(a) = r.hub.poll_action() {
         match a {
+            HubAction::Persist(Change::EventLogged(_)) => order.push("event"),
             HubAction::Persist(_) => order.push("persist"),
             HubAction::Send { .. } => order.push("send"),
             HubAction::Relay(_) => order.push("relay"),
             _ => {}
         }
     }
-    assert_eq!(order, vec!["persist", "relay", "send"]);
+    assert_eq!(order, vec!["persist", "relay", "event", "send"]);
 }
 
 #[test]

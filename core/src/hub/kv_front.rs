@@ -18,6 +18,7 @@ const NONCE_WINDOW_MS: i64 = 5 * 60 * 1000;
 impl Hub {
     /// A connection on the KV control port was accepted.
     pub fn accept_kv(&mut self, now: Instant, conn: ConnId, peer: PeerInfo, cfg: KvConfig) {
+        self.last_now = self.last_now.max(now);
         let kv = KvConn::new(now, cfg);
         self.conns.insert(
             conn,

@@ -11,6 +11,7 @@ mod agents;
 mod certs;
 mod control;
 pub mod domain;
+mod events;
 mod kv_front;
 mod login;
 pub mod persist;
@@ -29,7 +30,7 @@ use crate::rng::{self, CoreRng};
 pub use domain::{Actor, DomainError};
 pub use persist::{
     AgentRecord, CertificateRecord, Change, ChannelRecord, CommandRecord, CommandStatus,
-    StoredState, UserRecord,
+    EventRecord, StoredState, UserRecord,
 };
 
 /// Identifies one connection of the hub. Chosen by the runtime, never reused while open.
@@ -90,6 +91,11 @@ pub struct HubConfig {
     /// Most commands running at once (waiting for their result); more are refused with
     /// UNAVAILABLE. Finished commands live only in storage.
     pub max_active_commands: usize,
+    /// Events of the log kept in memory for subscribers (older ones are read from storage).
+    pub event_ring: usize,
+    /// Events of the log kept in storage: older ones are pruned, and a subscription that
+    /// starts before them is refused with GONE.
+    pub event_retention: u64,
 }
 
 impl Default for HubConfig {
@@ -100,6 +106,8 @@ impl Default for HubConfig {
             admin_user: "admin".into(),
             max_active_commands: 100_000,
             relay_ports: (50_000, 1_000),
+            event_ring: 4096,
+            event_retention: 1_000_000,
         }
     }
 }
@@ -324,6 +332,16 @@ pub enum HubAction {
         /// The agent's PKCS#10 request (DER), unverified.
         csr_der: Vec<u8>,
     },
+    /// Read up to `limit` stored events with an order above `after_order`, oldest first (off
+    /// the hub loop), and hand them to [`Hub::handle_events_read`].
+    ReadEvents {
+        /// The subscriber.
+        conn: ConnId,
+        /// Events after this order.
+        after_order: u64,
+        /// At most this many.
+        limit: usize,
+    },
     /// Pass this membership change to the UDP relay (after the Persist before it).
     Relay(crate::relay::RelayCommand),
     /// Something happened.
@@ -391,6 +409,9 @@ pub(crate) struct PendingVerify {
 ///   fine), and [`Hub::handle_verified`] when a verification finishes.
 /// - After every call drain [`Hub::poll_action`] until `None` and perform the actions in order:
 ///   a [`HubAction::Persist`] must be durable before any later action is performed.
+/// - Events worth following get their ORDER in the log as they are polled: the
+///   [`Change::EventLogged`] comes out first, then the [`HubAction::Event`], then what
+///   subscribers are sent.
 ///
 /// ```no_run
 /// # use std::time::Instant;
@@ -414,6 +435,11 @@ pub(crate) struct PendingVerify {
 ///         HubAction::SignCertificate { ticket, name, csr_der } => {
 ///             // Sign with the CA (off the loop), then hand back the certificate or why not.
 ///             hub.handle_signed(Instant::now(), ticket, Err(format!("no CA for {name}")));
+///         }
+///         HubAction::ReadEvents { conn, after_order, limit } => {
+///             // Read stored events of the log (off the loop), then hand them back.
+///             let _ = (after_order, limit);
+///             hub.handle_events_read(conn, Vec::new());
 ///         }
 ///         HubAction::Relay(cmd) => println!("to the UDP relay: {cmd:?}"),
 ///         HubAction::Event(e) => println!("{e:?}"),
@@ -446,6 +472,10 @@ pub struct Hub {
     /// When each connection last asked for a renewal (a bound against an agent that keeps
     /// asking).
     pub(crate) renewals_per_conn: BTreeMap<ConnId, Instant>,
+    pub(crate) log: events::EventLog,
+    pub(crate) subs: BTreeMap<ConnId, events::Subscription>,
+    /// The latest `now` the hub was given (timestamps of events).
+    pub(crate) last_now: Instant,
     base_instant: Instant,
     base_unix_ms: i64,
 }
@@ -474,6 +504,9 @@ impl Hub {
             certificates: BTreeMap::new(),
             signings: BTreeMap::new(),
             renewals_per_conn: BTreeMap::new(),
+            log: events::EventLog::default(),
+            subs: BTreeMap::new(),
+            last_now: now,
             base_instant: now,
             base_unix_ms: unix_ms,
         }
@@ -502,6 +535,12 @@ impl Hub {
         for c in state.certificates {
             self.certificates.insert(c.serial.clone(), c);
         }
+        self.last_now = self.last_now.max(now);
+        self.load_events(
+            state.last_event_order,
+            state.first_event_order,
+            state.recent_events,
+        );
         for c in state.pending_commands {
             self.out
                 .push_back(HubAction::Persist(Change::CommandFinished {
@@ -521,6 +560,7 @@ impl Hub {
 
     /// A connection was accepted (TLS done, client certificate verified by the runtime).
     pub fn accept(&mut self, now: Instant, conn: ConnId, peer: PeerInfo) {
+        self.last_now = self.last_now.max(now);
         let deadline = now + self.cfg.link.hello_timeout;
         let decoder = FrameDecoder::new(self.cfg.link.max_frame);
         self.conns.insert(
@@ -536,6 +576,7 @@ impl Hub {
 
     /// Bytes that arrived on `conn`.
     pub fn handle_input(&mut self, now: Instant, conn: ConnId, data: &[u8]) {
+        self.last_now = self.last_now.max(now);
         let Some(entry) = self.conns.get_mut(&conn) else {
             return; // closed already: late bytes are dropped
         };
@@ -567,6 +608,7 @@ impl Hub {
 
     /// The transport of `conn` ended (EOF, reset, error). Unknown ids are ignored.
     pub fn handle_closed(&mut self, now: Instant, conn: ConnId) {
+        self.last_now = self.last_now.max(now);
         if self.conns.contains_key(&conn) {
             self.forget(now, conn, "connection ended".into());
         }
@@ -574,6 +616,7 @@ impl Hub {
 
     /// Timers of every connection. Safe to call spuriously.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.last_now = self.last_now.max(now);
         while let Some(&(t, conn)) = self.timers.first() {
             if t > now {
                 break;
@@ -594,11 +637,19 @@ impl Hub {
 
     /// The next action, in order.
     pub fn poll_action(&mut self) -> Option<HubAction> {
-        self.out.pop_front()
+        let action = self.out.pop_front()?;
+        let ordered = std::mem::take(&mut self.log.front_ordered);
+        match action {
+            // A loggable event gets its order here: its Persist goes first, then the event and
+            // what subscribers are sent.
+            HubAction::Event(e) if !ordered => Some(self.order_event(e)),
+            other => Some(other),
+        }
     }
 
     /// Says Bye to every connection and closes them (shutdown).
     pub fn shutdown(&mut self, now: Instant) {
+        self.last_now = self.last_now.max(now);
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();
         for id in ids {
             self.close_conn(now, id, CloseReason::Local("server shutting down".into()));
@@ -782,6 +833,7 @@ impl Hub {
 
     fn drop_conn(&mut self, conn: ConnId) {
         self.renewals_per_conn.remove(&conn);
+        self.subs.remove(&conn);
         if let Some(e) = self.conns.remove(&conn)
             && let Some(t) = e.timer
         {

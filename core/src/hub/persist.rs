@@ -123,6 +123,21 @@ pub struct CertificateRecord {
     pub revoked_unix_ms: i64,
 }
 
+/// One entry of the hub's ordered event log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRecord {
+    /// Strictly increasing across the hub's life (never reused, also across restarts).
+    pub order: u64,
+    /// Unix ms when it happened.
+    pub unix_ms: i64,
+    /// The event type, e.g. "AgentConnected".
+    pub kind: String,
+    /// The event as a JSON object with `"@type"` = `kind`.
+    pub json: String,
+    /// Who may see it: any of these permission bits; 0 = every user.
+    pub scope: u64,
+}
+
 /// A durable change produced by the hub. The runtime applies it to storage (atomically, one
 /// transaction per change) **before** performing any later action the hub emitted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -195,6 +210,13 @@ pub enum Change {
     },
     /// Insert or replace a certificate record (issued, first seen, or revoked).
     Certificate(CertificateRecord),
+    /// Append an event to the log (before anyone hears of it).
+    EventLogged(EventRecord),
+    /// Drop the events with an order below this (retention).
+    EventsPruned {
+        /// The oldest order kept.
+        before_order: u64,
+    },
 }
 
 /// Everything the runtime loads into a new hub at start.
@@ -216,4 +238,10 @@ pub struct StoredState {
     pub members: Vec<(u64, u64)>,
     /// Certificates the hub issued or saw (with their revocation).
     pub certificates: Vec<CertificateRecord>,
+    /// The newest order of the event log (0 = empty, ever).
+    pub last_event_order: u64,
+    /// The oldest order still stored (ignored when the log is empty).
+    pub first_event_order: u64,
+    /// The newest events (oldest first), to serve subscribers without reading storage.
+    pub recent_events: Vec<EventRecord>,
 }

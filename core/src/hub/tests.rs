@@ -38,6 +38,7 @@ fn labels(
                 match c {
                     Change::CommandCreated(_) => "created",
                     Change::CommandFinished { .. } => "finished",
+                    Change::EventLogged(_) => "event",
                     _ => "other",
                 }
             )),
@@ -125,7 +126,12 @@ fn commands_are_persisted_before_they_are_acknowledged_or_sent() {
     pump_peers(&mut hub, &mut agent, &mut op, now);
     assert_eq!(
         labels(&mut hub, &mut agent, &mut op, now),
-        vec!["persist created", "send operator", "send agent"]
+        vec![
+            "persist created",
+            "send operator",
+            "persist event",
+            "send agent"
+        ]
     );
     let ev = pump_peers(&mut hub, &mut agent, &mut op, now);
     let Some(AgentEvent::Command { command_id, .. }) = ev.first().cloned() else {
@@ -137,7 +143,7 @@ fn commands_are_persisted_before_they_are_acknowledged_or_sent() {
     pump_peers(&mut hub, &mut agent, &mut op, now);
     assert_eq!(
         labels(&mut hub, &mut agent, &mut op, now),
-        vec!["persist finished", "send operator"]
+        vec!["persist finished", "send operator", "persist event"]
     );
     let mut got = None;
     while let Some(a) = op.poll_action() {

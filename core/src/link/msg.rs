@@ -57,6 +57,9 @@ pub fn type_of(body: &Body) -> MessageType {
         Body::LogoutResponse(_) => MessageType::Logoutresponse,
         Body::SetUserCredentialsRequest(_) => MessageType::Setusercredentialsrequest,
         Body::SetUserCredentialsResponse(_) => MessageType::Setusercredentialsresponse,
+        Body::SubscribeEventsRequest(_) => MessageType::Subscribeeventsrequest,
+        Body::SubscribeEventsResponse(_) => MessageType::Subscribeeventsresponse,
+        Body::EventNotice(_) => MessageType::Eventnotice,
         Body::RenewCertificateRequest(_) => MessageType::Renewcertificaterequest,
         Body::RenewCertificateResponse(_) => MessageType::Renewcertificateresponse,
         Body::RevokeCertificateRequest(_) => MessageType::Revokecertificaterequest,
@@ -64,6 +67,35 @@ pub fn type_of(body: &Body) -> MessageType {
         Body::ListCertificatesRequest(_) => MessageType::Listcertificatesrequest,
         Body::ListCertificatesResponse(_) => MessageType::Listcertificatesresponse,
     }
+}
+
+/// The request id a response (or a ControlError) answers, if it is one (0 for a ControlError
+/// about a message without an id).
+pub fn response_id(m: &Body) -> Option<u64> {
+    Some(match m {
+        Body::ControlError(e) => e.request_id,
+        Body::LoginResponse(r) => r.request_id,
+        Body::RenewSessionResponse(r) => r.request_id,
+        Body::LogoutResponse(r) => r.request_id,
+        Body::ListAgentsResponse(r) => r.request_id,
+        Body::RegisterAgentResponse(r) => r.request_id,
+        Body::RemoveAgentResponse(r) => r.request_id,
+        Body::RunCommandResponse(r) => r.request_id,
+        Body::SetAgentDataResponse(r) => r.request_id,
+        Body::RegisterUserResponse(r) => r.request_id,
+        Body::RemoveUserResponse(r) => r.request_id,
+        Body::ListUsersResponse(r) => r.request_id,
+        Body::CreateChannelResponse(r) => r.request_id,
+        Body::DeleteChannelResponse(r) => r.request_id,
+        Body::JoinChannelResponse(r) => r.request_id,
+        Body::LeaveChannelResponse(r) => r.request_id,
+        Body::ListChannelsResponse(r) => r.request_id,
+        Body::SetUserCredentialsResponse(r) => r.request_id,
+        Body::RevokeCertificateResponse(r) => r.request_id,
+        Body::ListCertificatesResponse(r) => r.request_id,
+        Body::SubscribeEventsResponse(r) => r.request_id,
+        _ => return None,
+    })
 }
 
 /// Wraps a body in a `Message` with the matching `type`.

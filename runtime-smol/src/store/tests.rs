@@ -99,6 +99,10 @@ fn apply_everything(store: &mut SqliteStore) -> StoredState {
         Change::Certificate(cert("0a1b", "db-1", 0)),
         Change::Certificate(cert("0c2d", "web-1", 0)),
         Change::Certificate(cert("0a1b", "db-1", 1_700_000_000_999)),
+        Change::EventLogged(event(1)),
+        Change::EventLogged(event(2)),
+        Change::EventLogged(event(3)),
+        Change::EventsPruned { before_order: 2 },
     ];
     for change in &changes {
         store.apply(change).expect("apply");
@@ -107,6 +111,9 @@ fn apply_everything(store: &mut SqliteStore) -> StoredState {
     web.last_seen_unix_ms = 1_700_000_000_123;
     let triple = |a: &str, n: &str, v: &str| (a.to_owned(), n.to_owned(), v.to_owned());
     StoredState {
+        last_event_order: 3,
+        first_event_order: 2,
+        recent_events: vec![event(2), event(3)],
         certificates: vec![
             cert("0a1b", "db-1", 1_700_000_000_999),
             cert("0c2d", "web-1", 0),
@@ -194,7 +201,13 @@ fn a_file_database_uses_wal() {
 #[test]
 fn an_empty_store_loads_empty() {
     let store = SqliteStore::open_in_memory().expect("open");
-    assert_eq!(store.load().expect("load"), StoredState::default());
+    assert_eq!(
+        store.load().expect("load"),
+        StoredState {
+            first_event_order: 1,
+            ..StoredState::default()
+        }
+    );
     assert!(store.list_commands(5).expect("list").is_empty());
 }
 
@@ -329,6 +342,7 @@ fn inconsistent_changes_are_refused_atomically() {
         StoredState {
             max_command_id: 1,
             pending_commands: vec![command(1, "a")],
+            first_event_order: 1,
             ..StoredState::default()
         }
     );
@@ -356,5 +370,15 @@ fn cert(serial: &str, name: &str, revoked_unix_ms: i64) -> CertificateRecord {
         name: name.into(),
         not_after_unix_ms: 1_800_000_000_000,
         revoked_unix_ms,
+    }
+}
+
+fn event(order: u64) -> EventRecord {
+    EventRecord {
+        order,
+        unix_ms: 1_700_000_000_000 + order as i64,
+        kind: "ChannelCreated".into(),
+        json: format!(r#"{{"@type":"ChannelCreated","chid":{order}}}"#),
+        scope: 0,
     }
 }

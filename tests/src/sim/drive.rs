@@ -261,8 +261,13 @@ impl World {
         let now = self.now();
         loop {
             self.pump_hub_actions(now);
-            if self.signed.is_empty() {
+            if self.signed.is_empty() && self.reads.is_empty() {
                 return;
+            }
+            for (conn, events) in std::mem::take(&mut self.reads) {
+                if let Some(hub) = self.hub.as_mut() {
+                    hub.handle_events_read(conn, events);
+                }
             }
             // Signing is quick and happens "off the loop": hand the answers back now.
             for (ticket, result) in std::mem::take(&mut self.signed) {
@@ -276,6 +281,18 @@ impl World {
     fn pump_hub_actions(&mut self, now: Instant) {
         while let Some(action) = self.hub.as_mut().and_then(Hub::poll_action) {
             match action {
+                HubAction::ReadEvents {
+                    conn,
+                    after_order,
+                    limit,
+                } => {
+                    let events = self.store.read_events(after_order, limit);
+                    self.record(&format!(
+                        "read {} events after {after_order} for {conn:?}",
+                        events.len()
+                    ));
+                    self.reads.push((conn, events));
+                }
                 HubAction::SignCertificate {
                     ticket,
                     name,

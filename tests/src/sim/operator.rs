@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 
 use switchboard_core::hub::ConnId;
 use switchboard_core::link::LinkConfig;
+use switchboard_core::link::msg::response_id;
 use switchboard_core::machine::{ApiMisuse, CloseReason};
 use switchboard_core::session::{ClientEvent, ClientSession};
 use switchboard_proto::command_result::Status;
@@ -125,6 +126,24 @@ impl OperatorNode {
             .collect()
     }
 
+    /// The event notices it was sent, in the order they arrived.
+    pub fn notices(&self) -> Vec<switchboard_proto::EventNotice> {
+        self.inbox
+            .iter()
+            .filter_map(|(_, m)| match m {
+                Body::EventNotice(n) => Some(n.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The operator's process goes away: nothing more reaches it.
+    pub(crate) fn hang_up(&mut self, now: Instant) {
+        self.session = None;
+        self.closed
+            .get_or_insert((now, CloseReason::Local("hung up".into())));
+    }
+
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         self.session.as_ref().and_then(ClientSession::poll_timeout)
     }
@@ -192,30 +211,6 @@ impl OperatorNode {
             self.closed = Some((now, r));
         }
     }
-}
-
-/// The request id a response (or ControlError) answers.
-fn response_id(m: &Body) -> Option<u64> {
-    Some(match m {
-        Body::RunCommandResponse(r) => r.request_id,
-        Body::RegisterAgentResponse(r) => r.request_id,
-        Body::SetAgentDataResponse(r) => r.request_id,
-        Body::RemoveAgentResponse(r) => r.request_id,
-        Body::ListAgentsResponse(r) => r.request_id,
-        Body::RegisterUserResponse(r) => r.request_id,
-        Body::RemoveUserResponse(r) => r.request_id,
-        Body::ListUsersResponse(r) => r.request_id,
-        Body::CreateChannelResponse(r) => r.request_id,
-        Body::DeleteChannelResponse(r) => r.request_id,
-        Body::JoinChannelResponse(r) => r.request_id,
-        Body::LeaveChannelResponse(r) => r.request_id,
-        Body::ListChannelsResponse(r) => r.request_id,
-        Body::LoginResponse(r) => r.request_id,
-        Body::ControlError(r) => r.request_id,
-        Body::RevokeCertificateResponse(r) => r.request_id,
-        Body::ListCertificatesResponse(r) => r.request_id,
-        _ => return None,
-    })
 }
 
 /// A peer that writes chosen bytes once connected and records what comes back.

@@ -161,6 +161,17 @@ impl World {
         self.wait_response(op, request_id)
     }
 
+    /// Sends a SubscribeEventsRequest (events after `from_order`) and waits for its answer.
+    pub fn subscribe_events(&mut self, op: NodeId, from_order: u64) -> Body {
+        let request_id = self.rid(op);
+        let req = pb::SubscribeEventsRequest {
+            request_id,
+            from_order,
+        };
+        self.must_send(op, Body::SubscribeEventsRequest(req));
+        self.wait_response(op, request_id)
+    }
+
     /// Waits (at most 30 s) for the response to request `rid`.
     pub fn wait_response(&mut self, op: NodeId, rid: u64) -> Body {
         let got = self.run_until_cond(Duration::from_secs(30), |w| {

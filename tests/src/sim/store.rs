@@ -26,6 +26,10 @@ pub struct MemStore {
     users: BTreeMap<u64, UserRecord>,
     channels: BTreeMap<u64, ChannelRecord>,
     members: BTreeSet<(u64, u64)>,
+    /// The event log, by order.
+    pub events: BTreeMap<u64, switchboard_core::hub::EventRecord>,
+    /// The newest order ever logged.
+    pub last_event_order: u64,
     /// Certificate records, by serial.
     pub certificates: BTreeMap<String, switchboard_core::hub::CertificateRecord>,
     max_command_id: i64,
@@ -123,6 +127,19 @@ impl MemStore {
             Change::Certificate(c) => {
                 self.certificates.insert(c.serial.clone(), c.clone());
             }
+            Change::EventLogged(e) => {
+                assert!(
+                    e.order > self.last_event_order,
+                    "event order {} after {}",
+                    e.order,
+                    self.last_event_order
+                );
+                self.last_event_order = e.order;
+                self.events.insert(e.order, e.clone());
+            }
+            Change::EventsPruned { before_order } => {
+                self.events = self.events.split_off(before_order);
+            }
         }
         Ok(())
     }
@@ -203,6 +220,30 @@ impl MemStore {
             channels: self.channels.values().cloned().collect(),
             members: self.members.iter().copied().collect(),
             certificates: self.certificates.values().cloned().collect(),
+            last_event_order: self.last_event_order,
+            first_event_order: self
+                .events
+                .keys()
+                .next()
+                .copied()
+                .unwrap_or(self.last_event_order + 1),
+            recent_events: self
+                .events
+                .values()
+                .rev()
+                .take(4096)
+                .rev()
+                .cloned()
+                .collect(),
         }
+    }
+
+    /// Up to `limit` stored events after `after`, oldest first.
+    pub fn read_events(&self, after: u64, limit: usize) -> Vec<switchboard_core::hub::EventRecord> {
+        self.events
+            .range(after + 1..)
+            .take(limit)
+            .map(|(_, e)| e.clone())
+            .collect()
     }
 }

@@ -91,6 +91,7 @@ pub struct World {
     pub(crate) checker: Checker,
     /// The CA of certificate scenarios.
     pub ca: super::SimCa,
+    pub(crate) reads: Vec<(ConnId, Vec<switchboard_core::hub::EventRecord>)>,
     pub(crate) signed: Vec<(
         switchboard_core::hub::SignTicket,
         Result<switchboard_core::hub::SignedCertificate, String>,
@@ -129,6 +130,7 @@ impl World {
             checker: Checker::default(),
             ca: super::SimCa::default(),
             signed: vec![],
+            reads: vec![],
         };
         w.start_hub();
         w
@@ -401,6 +403,20 @@ impl World {
         self.record(&format!("revive node {node}"));
         let at = self.now() + boot;
         self.agent_mut(node).revive(at);
+    }
+
+    /// An operator's process exits: its kernel closes its connection (FIN) and it hears
+    /// nothing more (operators do not reconnect: spawn another).
+    pub fn hang_up(&mut self, op: NodeId) {
+        self.record(&format!("operator {op} hangs up"));
+        let now = self.now();
+        let Node::Operator(o) = &mut self.nodes[op] else {
+            panic!("node {op} is not an operator");
+        };
+        if let Some(conn) = o.conn {
+            self.net.peer_gone(now, conn);
+        }
+        o.hang_up(now);
     }
 
     /// What the hub was told of the peer of `conn` (address, certificate).
