@@ -96,6 +96,7 @@ impl Pair {
                 addr: "127.0.0.1:1".parse().expect("addr"),
                 cert_name: Some("bench".into()),
                 cert: None,
+                web: false,
             },
         );
         hub.accept(
@@ -105,6 +106,7 @@ impl Pair {
                 addr: "127.0.0.1:2".parse().expect("addr"),
                 cert_name: Some("admin".into()),
                 cert: None,
+                web: false,
             },
         );
         let agent = AgentLink::new(

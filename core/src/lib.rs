@@ -16,3 +16,4 @@ pub mod perm;
 pub mod relay;
 pub mod rng;
 pub mod session;
+pub mod web;

@@ -137,6 +137,8 @@ pub enum Operation<'a> {
     },
     /// Read-only channel queries (GET_PORT, GET_CHANNELS): no permission needed.
     ListChannels,
+    /// Follow the event log (what is seen is filtered event by event with `SeeEvent`).
+    SubscribeEvents,
     /// Revoke certificates.
     RevokeCertificate,
     /// List the certificates the hub knows.
@@ -231,6 +233,7 @@ pub fn authorize(
             "delete_user (to remove someone else)",
         ),
         Operation::ListChannels => ("ListChannels", true, "nothing"),
+        Operation::SubscribeEvents => ("SubscribeEvents", true, "nothing"),
         Operation::SeeEvent { needs_any } => (
             "SeeEvent",
             needs_any.0 == 0 || perms.intersects(*needs_any),

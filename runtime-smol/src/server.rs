@@ -366,6 +366,7 @@ async fn accept_loop(
                         addr,
                         cert_name: None,
                         cert: None,
+                        web: false,
                     };
                     shuttle(conn, tcp, peer, Some(cfg), hub).await
                 }
@@ -408,6 +409,7 @@ async fn native_connection(
                 serial: id.serial,
                 not_after_unix_ms: id.not_after_unix.saturating_mul(1000),
             }),
+            web: false,
         },
         None => PeerInfo::anonymous(addr),
     };

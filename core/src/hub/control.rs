@@ -79,6 +79,26 @@ impl Hub {
         let user = s.user.clone();
         let perms = s.perms;
         let uid = s.uid;
+        let guest = s.guest;
+        let login = matches!(
+            body,
+            Body::Ping(_)
+                | Body::Pong(_)
+                | Body::Bye(_)
+                | Body::LoginRequest(_)
+                | Body::RenewSessionRequest(_)
+                | Body::LogoutRequest(_)
+        );
+        if guest && !login {
+            let mut body = body;
+            let request_id = msg::request_id_mut(&mut body).map_or(0, |r| *r);
+            return self.control_error(
+                conn,
+                request_id,
+                Code::Access,
+                "log in first (LoginRequest with password and TOTP, or RenewSessionRequest with a cookie)".into(),
+            );
+        }
         match body {
             Body::Ping(p) => self.send_body(conn, Body::Pong(pb::Pong { data: p.data })),
             Body::Pong(p) => {
@@ -285,7 +305,12 @@ impl Hub {
                 );
             }
             Body::RunCommandRequest(r) => self.run_command(now, conn, &user, uid, perms, r),
-            Body::SubscribeEventsRequest(r) => self.subscribe(conn, r),
+            Body::SubscribeEventsRequest(r) => {
+                if let Err(d) = perm::authorize(&user, uid, perms, &Operation::SubscribeEvents) {
+                    return self.control_error(conn, r.request_id, Code::Access, d.to_string());
+                }
+                self.subscribe(conn, r)
+            }
             Body::RevokeCertificateRequest(r) => {
                 self.revoke_certificate(now, conn, (&user, uid, perms), r)
             }

@@ -70,6 +70,7 @@ impl Rig {
             addr: "127.0.0.1:4000".parse().expect("addr"),
             cert_name: None,
             cert: None,
+            web: false,
         };
         self.hub.accept_kv(self.now, conn, peer, cfg);
         let mut b = BytesMut::new();
@@ -420,6 +421,7 @@ fn persisted_before_acknowledged() {
             addr: "127.0.0.1:1".parse().expect("addr"),
             cert_name: None,
             cert: None,
+            web: false,
         },
         KvConfig::default(),
     );
@@ -486,6 +488,7 @@ fn signed_front_refuses_unsigned_stale_replayed_and_foreign_tags() {
             addr: "10.0.0.1:1".parse().expect("addr"),
             cert_name: None,
             cert: None,
+            web: false,
         },
         cfg,
     );

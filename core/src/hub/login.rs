@@ -83,6 +83,17 @@ impl Hub {
             }
             Body::LogoutRequest(r) => {
                 self.cookies.remove(&r.cookie);
+                // A web session goes back to being a guest; a certificate's keeps its user.
+                let web = self.conns.get(&conn).is_some_and(|e| e.peer.web);
+                if let (true, Some(Conn::Session(s))) =
+                    (web, self.conns.get_mut(&conn).map(|e| &mut e.conn))
+                {
+                    s.user.clear();
+                    s.uid = 0;
+                    s.perms = Permissions::NONE;
+                    s.guest = true;
+                }
+                self.subs.remove(&conn);
                 self.send_body(
                     conn,
                     Body::LogoutResponse(pb::LogoutResponse {
@@ -287,6 +298,7 @@ impl Hub {
             s.user = name;
             s.uid = uid;
             s.perms = perms;
+            s.guest = false;
         }
     }
 

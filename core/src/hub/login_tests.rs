@@ -38,6 +38,7 @@ impl Rig {
                 addr: "10.0.0.1:1".parse().expect("addr"),
                 cert_name: Some("admin".into()),
                 cert: None,
+                web: false,
             },
         );
         let op = ClientSession::new(now, LinkConfig::default(), "t", 2);

@@ -46,6 +46,9 @@ pub struct PeerInfo {
     pub cert_name: Option<String>,
     /// Serial and expiry of that certificate, if any.
     pub cert: Option<PeerCert>,
+    /// The connection comes through the web face: a session may start without a
+    /// certificate, as a guest that can only log in (password + TOTP, or a cookie).
+    pub web: bool,
 }
 
 /// The verified client certificate of a connection, as far as the hub cares.
@@ -64,6 +67,15 @@ impl PeerInfo {
             addr,
             cert_name: None,
             cert: None,
+            web: false,
+        }
+    }
+
+    /// A peer of the web face (no client certificate; its session logs in).
+    pub fn web(addr: SocketAddr) -> Self {
+        PeerInfo {
+            web: true,
+            ..PeerInfo::anonymous(addr)
         }
     }
 
@@ -73,6 +85,7 @@ impl PeerInfo {
             addr,
             cert_name: Some(name.to_owned()),
             cert: None,
+            web: false,
         }
     }
 }
@@ -354,6 +367,8 @@ pub(crate) struct SessionState {
     pub(crate) perms: Permissions,
     pub(crate) decoder: FrameDecoder,
     pub(crate) keepalive: crate::link::keepalive::Keepalive,
+    /// A web session that has not logged in: only login messages are accepted.
+    pub(crate) guest: bool,
 }
 
 pub(crate) enum Conn {
@@ -420,7 +435,7 @@ pub(crate) struct PendingVerify {
 /// # fn verify(_: Option<&str>, _: &str) -> bool { false }
 /// let mut hub = Hub::new(HubConfig::default(), 42, Instant::now(), 1_700_000_000_000);
 /// hub.load(StoredState::default(), Instant::now());
-/// let peer = PeerInfo { addr: "127.0.0.1:5000".parse().unwrap(), cert_name: Some("agent1".into()), cert: None };
+/// let peer = PeerInfo { addr: "127.0.0.1:5000".parse().unwrap(), cert_name: Some("agent1".into()), cert: None, web: false };
 /// hub.accept(Instant::now(), ConnId(1), peer);
 /// hub.handle_input(Instant::now(), ConnId(1), b"...bytes from the socket...");
 /// while let Some(action) = hub.poll_action() {
@@ -681,6 +696,7 @@ impl Hub {
             return;
         };
         let cert_name = entry.peer.cert_name.clone();
+        let web = entry.peer.web;
         if self.cert_revoked(conn) {
             return self.sniff_failed(conn, CloseReason::AuthFailed("certificate revoked".into()));
         }
@@ -694,17 +710,23 @@ impl Hub {
             _ => now + self.cfg.link.hello_timeout,
         };
         if is_session {
-            let Some(user) = cert_name else {
-                return self.sniff_failed(
-                    conn,
-                    CloseReason::AuthFailed("no client certificate".into()),
-                );
-            };
-            let Some((uid, perms)) = self.actor_of(&user) else {
-                return self.sniff_failed(
-                    conn,
-                    CloseReason::AuthFailed(format!("{user:?} is not a user")),
-                );
+            let (user, uid, perms, guest) = match cert_name {
+                Some(user) => {
+                    let Some((uid, perms)) = self.actor_of(&user) else {
+                        return self.sniff_failed(
+                            conn,
+                            CloseReason::AuthFailed(format!("{user:?} is not a user")),
+                        );
+                    };
+                    (user, uid, perms, false)
+                }
+                None if web => (String::new(), 0, Permissions::NONE, true),
+                None => {
+                    return self.sniff_failed(
+                        conn,
+                        CloseReason::AuthFailed("no client certificate".into()),
+                    );
+                }
             };
             let Some(entry) = self.conns.get_mut(&conn) else {
                 return;
@@ -719,6 +741,7 @@ impl Hub {
                     self.cfg.link.ping_interval,
                     self.cfg.link.ping_timeout,
                 ),
+                guest,
             }));
             self.send_body(
                 conn,

@@ -84,6 +84,7 @@ fn setup() -> (Hub, AgentLink, ClientSession, Instant) {
             addr: "127.0.0.1:1".parse().expect("addr"),
             cert_name: Some("a1".into()),
             cert: None,
+            web: false,
         },
     );
     hub.accept(
@@ -93,6 +94,7 @@ fn setup() -> (Hub, AgentLink, ClientSession, Instant) {
             addr: "127.0.0.1:2".parse().expect("addr"),
             cert_name: Some("admin".into()),
             cert: None,
+            web: false,
         },
     );
     let mut agent = AgentLink::new(
@@ -169,6 +171,7 @@ fn a_session_for_a_certificate_that_is_not_a_user_is_refused() {
             addr: "127.0.0.1:1".parse().expect("addr"),
             cert_name: Some("mallory".into()),
             cert: None,
+            web: false,
         },
     );
     let mut s = ClientSession::new(now, LinkConfig::default(), "t", 1);

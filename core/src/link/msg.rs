@@ -98,6 +98,34 @@ pub fn response_id(m: &Body) -> Option<u64> {
     })
 }
 
+/// The request id of a session request (as the hub answers it in `response_id`), if the
+/// message is one.
+pub fn request_id_mut(body: &mut Body) -> Option<&mut u64> {
+    Some(match body {
+        Body::LoginRequest(r) => &mut r.request_id,
+        Body::RenewSessionRequest(r) => &mut r.request_id,
+        Body::LogoutRequest(r) => &mut r.request_id,
+        Body::ListAgentsRequest(r) => &mut r.request_id,
+        Body::RegisterAgentRequest(r) => &mut r.request_id,
+        Body::RemoveAgentRequest(r) => &mut r.request_id,
+        Body::RunCommandRequest(r) => &mut r.request_id,
+        Body::SetAgentDataRequest(r) => &mut r.request_id,
+        Body::RegisterUserRequest(r) => &mut r.request_id,
+        Body::RemoveUserRequest(r) => &mut r.request_id,
+        Body::ListUsersRequest(r) => &mut r.request_id,
+        Body::SetUserCredentialsRequest(r) => &mut r.request_id,
+        Body::CreateChannelRequest(r) => &mut r.request_id,
+        Body::DeleteChannelRequest(r) => &mut r.request_id,
+        Body::JoinChannelRequest(r) => &mut r.request_id,
+        Body::LeaveChannelRequest(r) => &mut r.request_id,
+        Body::ListChannelsRequest(r) => &mut r.request_id,
+        Body::RevokeCertificateRequest(r) => &mut r.request_id,
+        Body::ListCertificatesRequest(r) => &mut r.request_id,
+        Body::SubscribeEventsRequest(r) => &mut r.request_id,
+        _ => return None,
+    })
+}
+
 /// Wraps a body in a `Message` with the matching `type`.
 pub fn wrap(body: Body) -> Message {
     Message {

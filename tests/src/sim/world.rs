@@ -506,6 +506,7 @@ impl World {
                     addr,
                     cert_name,
                     cert,
+                    web: false,
                 },
                 hub: HubSide::Dialing,
                 accepted: None,

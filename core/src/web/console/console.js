@@ -1,0 +1,166 @@
+// The Switchboard web console: JSON-RPC 2.0 over a WebSocket at /rpc. Lists update from the
+// hub's event feed (SubscribeEventsRequest, then EventNotice notifications).
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+let ws = null;
+let nextId = 1;
+const calls = new Map();
+const agents = new Map();
+const channels = new Map();
+let lastOrder = 0;
+let running = null;
+
+function call(method, params) {
+  return new Promise((resolve, reject) => {
+    const id = nextId++;
+    calls.set(id, { resolve, reject });
+    ws.send(JSON.stringify({ jsonrpc: "2.0", id, method, params: params || {} }));
+  });
+}
+
+function setStatus(text) { $("status").textContent = text; }
+
+function connect() {
+  const proto = location.protocol === "https:" ? "wss:" : "ws:";
+  ws = new WebSocket(`${proto}//${location.host}/rpc`);
+  ws.onopen = () => setStatus("connected");
+  ws.onclose = () => {
+    setStatus("disconnected");
+    for (const c of calls.values()) c.reject(new Error("connection closed"));
+    calls.clear();
+  };
+  ws.onmessage = (m) => {
+    const msg = JSON.parse(m.data);
+    for (const one of Array.isArray(msg) ? msg : [msg]) handle(one);
+  };
+}
+
+function handle(msg) {
+  if (msg.id !== undefined && calls.has(msg.id)) {
+    const c = calls.get(msg.id);
+    calls.delete(msg.id);
+    if (msg.error) c.reject(new Error(`${msg.error.message} (${msg.error.code})`));
+    else c.resolve(msg.result);
+    return;
+  }
+  switch (msg.method) {
+    case "EventNotice": onEvent(msg.params); break;
+    case "CommandProgress":
+      if (running && msg.params.commandId === running) {
+        $("run-state").textContent = `progress ${msg.params.current}/${msg.params.total}: ${msg.params.message}`;
+      }
+      break;
+    case "CommandResult":
+    case "CommandDone":
+      if (running && msg.params.commandId === running) {
+        $("run-state").textContent = `finished: ${msg.params.status}`;
+        $("run-output").textContent = msg.params.output;
+        running = null;
+      }
+      break;
+  }
+}
+
+function onEvent(n) {
+  lastOrder = Number(n.order);
+  const e = n.event || {};
+  const li = document.createElement("li");
+  li.textContent = `#${n.order} ${n.kind} ${JSON.stringify(e)}`;
+  $("events").prepend(li);
+  switch (n.kind) {
+    case "AgentConnected": agents.set(e.agentId, true); break;
+    case "AgentDisconnected": agents.set(e.agentId, false); break;
+    case "ChannelCreated": channels.set(String(e.chid), e); break;
+    case "ChannelDeleted": channels.delete(String(e.chid)); break;
+  }
+  render();
+}
+
+function render() {
+  const a = $("agents");
+  a.replaceChildren(...[...agents.entries()].sort().map(([id, up]) => {
+    const li = document.createElement("li");
+    li.textContent = id;
+    li.dataset.agent = id;
+    li.className = up ? "connected" : "disconnected";
+    return li;
+  }));
+  const c = $("channels");
+  c.replaceChildren(...[...channels.values()].map((ch) => {
+    const li = document.createElement("li");
+    li.textContent = `channel ${ch.chid} (port ${ch.port})`;
+    li.dataset.chid = ch.chid;
+    return li;
+  }));
+}
+
+async function loadLists() {
+  agents.clear();
+  channels.clear();
+  let after = "";
+  for (;;) {
+    const page = await call("ListAgentsRequest", { after });
+    for (const ag of page.agents) agents.set(ag.agentId, ag.connected);
+    if (!page.more || page.agents.length === 0) break;
+    after = page.agents[page.agents.length - 1].agentId;
+  }
+  const ch = await call("ListChannelsRequest", {});
+  for (const c of ch.channels || []) channels.set(String(c.chid), c);
+  render();
+}
+
+async function login(ev) {
+  ev.preventDefault();
+  $("login-error").textContent = "";
+  try {
+    const r = await call("LoginRequest", {
+      username: $("login-user").value,
+      password: $("login-password").value,
+      totp: Number($("login-totp").value),
+    });
+    if (r.result !== "OK") {
+      $("login-error").textContent = `login failed: ${r.result}`;
+      return;
+    }
+    $("whoami").textContent = $("login-user").value;
+    $("login-view").hidden = true;
+    $("main-view").hidden = false;
+    const sub = await call("SubscribeEventsRequest", { fromOrder: 0 }).catch(() => null);
+    if (!sub) {
+      // The log no longer holds order 0: follow from now on, after loading the lists.
+      const probe = await call("SubscribeEventsRequest", { fromOrder: String(lastOrder) }).catch(() => null);
+      if (!probe) throw new Error("cannot follow the event feed");
+    }
+    await loadLists();
+  } catch (e) {
+    $("login-error").textContent = String(e.message || e);
+  }
+}
+
+async function run(ev) {
+  ev.preventDefault();
+  $("run-output").textContent = "";
+  try {
+    const r = await call("RunCommandRequest", {
+      agentId: $("run-agent").value,
+      operation: $("run-operation").value,
+      data: $("run-data").value || "{}",
+    });
+    running = r.commandId;
+    $("run-state").textContent = `command ${r.commandId} started`;
+  } catch (e) {
+    $("run-state").textContent = `refused: ${e.message}`;
+  }
+}
+
+async function logout() {
+  try { await call("LogoutRequest", {}); } finally { location.reload(); }
+}
+
+window.addEventListener("DOMContentLoaded", () => {
+  $("login-form").addEventListener("submit", login);
+  $("run-form").addEventListener("submit", run);
+  $("logout").addEventListener("click", logout);
+  connect();
+});
