@@ -94,6 +94,16 @@ impl DataDir {
         .map_err(io::Error::other)
     }
 
+    /// TLS server configuration of the web face (the hub's certificate, no client
+    /// certificate).
+    pub fn web_tls(&self) -> io::Result<Arc<rustls::ServerConfig>> {
+        tls::web_server_config(
+            self.pki.hub.cert_pem.as_bytes(),
+            self.pki.hub.key_pem.as_bytes(),
+        )
+        .map_err(io::Error::other)
+    }
+
     /// TLS client configuration of the admin.
     pub fn admin_tls(&self) -> io::Result<Arc<rustls::ClientConfig>> {
         tls::client_config(

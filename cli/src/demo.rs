@@ -87,6 +87,7 @@ async fn demo(dir: &std::path::Path) -> io::Result<ExitCode> {
     let listeners = switchboard_runtime_smol::server::Listeners {
         native: listener,
         kv: None,
+        web: None,
     };
     let server =
         HubServer::start_with(opts, data.store()?, listeners, Some(relay), Some(events_tx))?;

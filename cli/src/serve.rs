@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use switchboard_core::kv::KvConfig;
 use switchboard_runtime_smol::client::seed;
 use switchboard_runtime_smol::pki;
-use switchboard_runtime_smol::server::{HubServer, Listeners, ServerOptions};
+use switchboard_runtime_smol::server::{HubServer, Listeners, ServerOptions, WebFront};
 
 use crate::DataDirArg;
 use crate::datadir::DataDir;
@@ -26,6 +26,11 @@ pub struct ServeArgs {
     /// requires HMAC-signed requests. "off" disables it.
     #[arg(long, default_value = "127.0.0.1:8085")]
     kv_listen: String,
+    /// Address of the web face: HTTP and WebSocket, plain (ws://, http://) and TLS with the
+    /// hub's certificate (wss://, https://) on the same port; JSON-RPC at /rpc, binary native
+    /// frames at /stream, the console at /. "off" disables it.
+    #[arg(long, default_value = "0.0.0.0:8769")]
+    web_listen: String,
     /// The UDP relay: "local" (a thread of this process, channel sockets bound to
     /// --relay-bind), "off", or the control address of a `switchboard relay` process
     /// (commands signed with DATA_DIR/relay.key).
@@ -87,6 +92,15 @@ pub fn run(args: ServeArgs) -> io::Result<ExitCode> {
                 ))
             }
         };
+        let web = match args.web_listen.as_str() {
+            "off" => None,
+            addr => {
+                let l = async_net::TcpListener::bind(addr).await.map_err(|e| {
+                    io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
+                })?;
+                Some((l, WebFront::new(Some(data.web_tls()?))))
+            }
+        };
         let (relay, _relay_handle) = match args.relay.as_str() {
             "off" => (None, None),
             "local" => {
@@ -119,6 +133,7 @@ pub fn run(args: ServeArgs) -> io::Result<ExitCode> {
             Listeners {
                 native: listener,
                 kv,
+                web,
             },
             relay,
             None,
@@ -137,6 +152,12 @@ pub fn run(args: ServeArgs) -> io::Result<ExitCode> {
                 "HMAC-signed requests required"
             };
             println!("switchboard: KV control front on {a} ({how})");
+        }
+        if let Some(a) = server.web_addr {
+            std::fs::write(dir.join("web.addr"), format!("{a}\n"))?;
+            println!(
+                "switchboard: web face on {a}: console http://{a}/ (or https), JSON-RPC ws://{a}/rpc (or wss), POST /rpc"
+            );
         }
         let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
         ctrlc::set_handler(move || {

@@ -30,6 +30,9 @@ use switchboard_core::relay::{RelayCommand, RelayEvent};
 use crate::store::SqliteStore;
 use crate::{pki, secret};
 
+mod web;
+pub use web::WebFront;
+
 /// How the hub server runs.
 #[derive(Clone)]
 pub struct ServerOptions {
@@ -116,6 +119,8 @@ pub struct HubServer {
     pub local_addr: SocketAddr,
     /// The address of the KV control front, if it runs.
     pub kv_addr: Option<SocketAddr>,
+    /// The address of the web face, if it runs.
+    pub web_addr: Option<SocketAddr>,
     input: Sender<Input>,
     task: smol::Task<io::Result<()>>,
     accept_tasks: Vec<smol::Task<()>>,
@@ -127,6 +132,8 @@ pub struct Listeners {
     pub native: TcpListener,
     /// The KV control front (plain TCP) and its configuration.
     pub kv: Option<(TcpListener, KvConfig)>,
+    /// The web face (HTTP/WebSocket, plain and TLS on one port) and its settings.
+    pub web: Option<(TcpListener, WebFront)>,
 }
 
 /// The hub's link to a UDP relay: commands out, events back.
@@ -152,6 +159,7 @@ impl HubServer {
             Listeners {
                 native: listener,
                 kv: None,
+                web: None,
             },
             None,
             events,
@@ -169,6 +177,10 @@ impl HubServer {
     ) -> io::Result<HubServer> {
         let local_addr = listeners.native.local_addr()?;
         let kv_addr = match &listeners.kv {
+            Some((l, _)) => Some(l.local_addr()?),
+            None => None,
+        };
+        let web_addr = match &listeners.web {
             Some((l, _)) => Some(l.local_addr()?),
             None => None,
         };
@@ -239,6 +251,15 @@ impl HubServer {
                 l,
                 Front::Kv(cfg),
                 opts.clone(),
+                ids.clone(),
+                input_tx.clone(),
+            )));
+        }
+        if let Some((l, front)) = listeners.web {
+            accept_tasks.push(smol::spawn(accept_loop(
+                l,
+                Front::Web(front),
+                opts.clone(),
                 ids,
                 input_tx.clone(),
             )));
@@ -246,6 +267,7 @@ impl HubServer {
         Ok(HubServer {
             local_addr,
             kv_addr,
+            web_addr,
             input: input_tx,
             task,
             accept_tasks,
@@ -325,6 +347,8 @@ enum Front {
     Native(TlsAcceptor),
     /// The KV control wire over plain TCP.
     Kv(KvConfig),
+    /// HTTP/WebSocket, plain or TLS.
+    Web(WebFront),
 }
 
 async fn accept_loop(
@@ -370,6 +394,7 @@ async fn accept_loop(
                     };
                     shuttle(conn, tcp, peer, Some(cfg), hub).await
                 }
+                Front::Web(front) => web::web_connection(conn, tcp, addr, front, hub).await,
             }
             live.fetch_sub(1, Ordering::Relaxed);
         })

@@ -98,6 +98,17 @@ pub fn server_config(ca_pem: &[u8], cert_pem: &[u8], key_pem: &[u8]) -> Result<A
     Ok(Arc::new(config))
 }
 
+/// A server configuration for the web face (wss): the same certificate, no client
+/// certificate asked for (browsers log in with password + TOTP), HTTP/1.1 by ALPN.
+pub fn web_server_config(cert_pem: &[u8], key_pem: &[u8]) -> Result<Arc<ServerConfig>> {
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(parse_certs(cert_pem, "certificate")?, parse_key(key_pem)?)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// A client configuration that verifies the server against the CAs of `ca_pem` (the server
 /// name given at connection time must be one of its certificate's SANs) and presents
 /// `cert_pem` with `key_pem` as its client certificate.

@@ -38,6 +38,7 @@ fn start(db: &std::path::Path) -> HubServer {
             Listeners {
                 native,
                 kv: Some((kv, KvConfig::default())),
+                web: None,
             },
             None,
             None,

@@ -1,0 +1,327 @@
+//! The web face over real sockets: ws and wss on one port (tungstenite as the client), POST
+//! /rpc, the event feed, and the limits (slow upgrade, oversized frame).
+#![allow(clippy::disallowed_methods)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+use switchboard_core::auth::totp;
+use switchboard_core::hub::{Change, UserRecord};
+use switchboard_core::perm::Permissions;
+use switchboard_core::web::WebConfig;
+use switchboard_runtime_smol::pki::{Ca, IssuedCert};
+use switchboard_runtime_smol::server::{HubServer, Listeners, ServerOptions, WebFront};
+use switchboard_runtime_smol::store::SqliteStore;
+use switchboard_runtime_smol::{secret, tls};
+use tungstenite::Message;
+
+const SECRET: &[u8] = b"web test totp secret";
+
+struct Hub {
+    web: SocketAddr,
+    ca: Ca,
+    stop: Option<async_channel::Sender<()>>,
+    runner: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        self.stop.take();
+        if let Some(r) = self.runner.take() {
+            let _ = r.join();
+        }
+    }
+}
+
+fn user(uid: u64, name: &str, perms: Permissions) -> UserRecord {
+    UserRecord {
+        uid,
+        name: name.into(),
+        permissions: perms.0,
+        password_hash: secret::hash_secret("pw", secret::cheap_params()).expect("hash"),
+        totp_secret: hex::encode(SECRET),
+        ..UserRecord::default()
+    }
+}
+
+fn start(cfg: WebConfig) -> Hub {
+    let dir = tempfile::tempdir().expect("tmp");
+    let ca = Ca::generate("web test CA").expect("ca");
+    let hub: IssuedCert = ca
+        .issue_server(&["localhost".into(), "127.0.0.1".into()], 30)
+        .expect("hub cert");
+    let native_tls = tls::server_config(
+        ca.cert_pem().as_bytes(),
+        hub.cert_pem.as_bytes(),
+        hub.key_pem.as_bytes(),
+    )
+    .expect("tls");
+    let web_tls =
+        tls::web_server_config(hub.cert_pem.as_bytes(), hub.key_pem.as_bytes()).expect("web tls");
+    let mut store = SqliteStore::open(&dir.path().join("hub.sqlite")).expect("store");
+    for u in [
+        user(1, "admin", Permissions::ADMIN),
+        user(2, "carol", Permissions::NONE),
+        user(3, "dave", Permissions::ADMIN),
+    ] {
+        store.apply(&Change::UserRegistered(u)).expect("user");
+    }
+    let server = smol::block_on(async {
+        let native = async_net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let web = async_net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        HubServer::start_with(
+            ServerOptions::new(native_tls, 5),
+            store,
+            Listeners {
+                native,
+                kv: None,
+                web: Some((
+                    web,
+                    WebFront {
+                        tls: Some(web_tls),
+                        cfg,
+                    },
+                )),
+            },
+            None,
+            None,
+        )
+        .expect("start")
+    });
+    let web = server.web_addr.expect("web");
+    let (stop, stop_rx) = async_channel::bounded::<()>(1);
+    let runner = std::thread::spawn(move || {
+        smol::block_on(server.run_until(async move {
+            let _ = stop_rx.recv().await;
+        }))
+    });
+    Hub {
+        web,
+        ca,
+        stop: Some(stop),
+        runner: Some(runner),
+        _dir: dir,
+    }
+}
+
+fn code() -> u32 {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    totp::code_at(SECRET, secs)
+}
+
+type Ws<S> = tungstenite::WebSocket<S>;
+
+thread_local! {
+    /// Notifications read while waiting for an answer.
+    static NOTES: std::cell::RefCell<Vec<Value>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn call<S: Read + Write>(ws: &mut Ws<S>, id: u64, method: &str, params: Value) -> Value {
+    let req = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+    ws.send(Message::text(req.to_string())).expect("send");
+    loop {
+        match ws.read().expect("read") {
+            Message::Text(t) => {
+                let v: Value = serde_json::from_str(&t).expect("json");
+                if v["id"] == json!(id) {
+                    return v;
+                }
+                NOTES.with(|n| n.borrow_mut().push(v));
+            }
+            Message::Close(c) => panic!("closed: {c:?}"),
+            _ => {}
+        }
+    }
+}
+
+fn login<S: Read + Write>(ws: &mut Ws<S>, user: &str) -> String {
+    let r = call(
+        ws,
+        1,
+        "LoginRequest",
+        json!({"username": user, "password": "pw", "totp": code()}),
+    );
+    assert_eq!(r["result"]["result"], "OK", "{r}");
+    r["result"]["cookie"].as_str().expect("cookie").to_owned()
+}
+
+fn plain_ws(addr: SocketAddr, path: &str) -> Ws<TcpStream> {
+    let tcp = TcpStream::connect(addr).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let (ws, resp) = tungstenite::client(format!("ws://{addr}{path}"), tcp).expect("upgrade");
+    assert_eq!(resp.status(), 101);
+    ws
+}
+
+#[test]
+fn json_rpc_over_ws_with_the_event_feed() {
+    let hub = start(WebConfig::default());
+    let mut ws = plain_ws(hub.web, "/rpc");
+    let r = call(&mut ws, 7, "ListChannelsRequest", json!({}));
+    assert_eq!(
+        r["error"]["data"]["code"], "ACCESS",
+        "guests only log in: {r}"
+    );
+    login(&mut ws, "admin");
+    let created = call(&mut ws, 2, "CreateChannelRequest", json!({}));
+    let chid = created["result"]["chid"].clone();
+    assert!(chid.is_string(), "{created}");
+    let sub = call(
+        &mut ws,
+        3,
+        "SubscribeEventsRequest",
+        json!({"fromOrder": 0}),
+    );
+    assert!(sub["result"]["lastOrder"].is_string(), "{sub}");
+    // The stored events come, then a live one: ChannelDeleted.
+    let deleted = call(&mut ws, 4, "DeleteChannelRequest", json!({"chid": chid}));
+    assert!(deleted.get("result").is_some(), "{deleted}");
+    let mut notes = NOTES.with(|n| std::mem::take(&mut *n.borrow_mut()));
+    let kind = |v: &Value| v["params"]["kind"].as_str().unwrap_or_default().to_owned();
+    while !notes.iter().any(|v| kind(v) == "ChannelDeleted") {
+        if let Message::Text(t) = ws.read().expect("read") {
+            notes.push(serde_json::from_str(&t).expect("json"));
+        }
+    }
+    let kinds: Vec<String> = notes
+        .iter()
+        .filter(|v| v["method"] == "EventNotice")
+        .map(kind)
+        .collect();
+    let orders: Vec<u64> = notes
+        .iter()
+        .filter_map(|v| v["params"]["order"].as_str()?.parse().ok())
+        .collect();
+    assert!(orders.windows(2).all(|w| w[0] < w[1]), "{orders:?}");
+    assert!(kinds.contains(&"ChannelCreated".to_string()), "{kinds:?}");
+    ws.close(None).expect("close");
+}
+
+#[test]
+fn wss_on_the_same_port_with_the_hub_certificate() {
+    let hub = start(WebConfig::default());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in tls::parse_certs(hub.ca.cert_pem().as_bytes(), "ca").expect("ca") {
+        roots.add(c).expect("root");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(tls::provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let conn =
+        rustls::ClientConnection::new(Arc::new(config), "localhost".try_into().expect("name"))
+            .expect("tls");
+    let tcp = TcpStream::connect(hub.web).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let stream = rustls::StreamOwned::new(conn, tcp);
+    let (mut ws, resp) =
+        tungstenite::client(format!("wss://localhost:{}/rpc", hub.web.port()), stream)
+            .expect("upgrade over TLS");
+    assert_eq!(resp.status(), 101);
+    login(&mut ws, "dave");
+    let r = call(&mut ws, 2, "ListUsersRequest", json!({}));
+    let names: Vec<&str> = r["result"]["users"]
+        .as_array()
+        .expect("users")
+        .iter()
+        .filter_map(|u| u["name"].as_str())
+        .collect();
+    assert!(names.contains(&"carol"), "{r}");
+}
+
+fn http(addr: SocketAddr, req: &str) -> String {
+    let mut tcp = TcpStream::connect(addr).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    tcp.write_all(req.as_bytes()).expect("write");
+    let mut got = String::new();
+    let _ = tcp.read_to_string(&mut got);
+    got
+}
+
+fn post(addr: SocketAddr, body: &str, cookie: Option<&str>) -> (String, Value) {
+    let cookie = cookie
+        .map(|c| format!("Cookie: switchboard_session={c}\r\n"))
+        .unwrap_or_default();
+    let got = http(
+        addr,
+        &format!(
+            "POST /rpc HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n{cookie}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    let (head, body) = got.split_once("\r\n\r\n").expect("response");
+    (head.to_owned(), serde_json::from_str(body).expect("json"))
+}
+
+#[test]
+fn post_rpc_logs_in_and_the_cookie_carries_the_session() {
+    let hub = start(WebConfig::default());
+    let login = json!({"jsonrpc":"2.0","id":1,"method":"LoginRequest",
+        "params":{"username":"carol","password":"pw","totp":code()}});
+    let (head, v) = post(hub.web, &login.to_string(), None);
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    let cookie = v["result"]["cookie"].as_str().expect("cookie").to_owned();
+    assert!(head.contains("Set-Cookie: switchboard_session="));
+    let list = r#"{"jsonrpc":"2.0","id":2,"method":"ListChannelsRequest"}"#;
+    let (_, v) = post(hub.web, list, Some(&cookie));
+    assert!(v["result"].is_object(), "carol may list channels: {v}");
+    let run = r#"{"jsonrpc":"2.0","id":3,"method":"RunCommandRequest","params":{"agentId":"a","operation":"echo.Echo"}}"#;
+    let (_, v) = post(hub.web, run, Some(&cookie));
+    assert_eq!(
+        v["error"]["data"]["code"], "ACCESS",
+        "carol has no run_command: {v}"
+    );
+    let (_, v) = post(hub.web, list, Some("00"));
+    assert_eq!(
+        v["error"]["data"]["code"], "ACCESS",
+        "a wrong cookie is a guest: {v}"
+    );
+    // The console is served at /.
+    let page = http(
+        hub.web,
+        "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(page.starts_with("HTTP/1.1 200 ") && page.contains("Switchboard console"));
+}
+
+#[test]
+fn a_slow_upgrade_and_an_oversized_frame_are_closed() {
+    let hub = start(WebConfig {
+        request_timeout: Duration::from_secs(1),
+        max_frame: 64 * 1024,
+        ..WebConfig::default()
+    });
+    let mut tcp = TcpStream::connect(hub.web).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    tcp.write_all(b"GET /rpc HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n")
+        .expect("write");
+    let mut got = String::new();
+    let _ = tcp.read_to_string(&mut got);
+    assert!(got.starts_with("HTTP/1.1 408 "), "{got:?}");
+    let mut ws = plain_ws(hub.web, "/rpc");
+    ws.send(Message::text(" ".repeat(100_000))).expect("send");
+    let closed = loop {
+        match ws.read() {
+            Ok(Message::Close(c)) => break c,
+            Ok(_) => continue,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(closed.map(|c| u16::from(c.code)), Some(1009));
+}
