@@ -1,6 +1,6 @@
 //! The web face over real sockets: ws and wss on one port (tungstenite as the client), POST
 //! /rpc, the event feed, and the limits (slow upgrade, oversized frame).
-#![allow(clippy::disallowed_methods)]
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
