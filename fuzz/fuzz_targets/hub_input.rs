@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
     let mut hub = Hub::new(HubConfig::default(), 1, now, 0);
     hub.load(StoredState::default(), now);
     hub.register_agent("a".into(), "$argon2id$x".into(), vec![]);
-    let peer = |cert: Option<&str>| PeerInfo { addr: "127.0.0.1:9".parse().expect("addr"), cert_name: cert.map(str::to_string), cert: None };
+    let peer = |cert: Option<&str>| PeerInfo { addr: "127.0.0.1:9".parse().expect("addr"), cert_name: cert.map(str::to_string), cert: None, web: false };
     hub.accept(now, ConnId(1), peer(Some("a")));
     hub.accept(now, ConnId(2), peer(Some("admin")));
     hub.accept_kv(now, ConnId(3), peer(None), KvConfig::default());
