@@ -157,6 +157,8 @@ fn agents(count: usize, ping_interval: u64, hold: u64, concurrency: usize) -> io
                 "127.0.0.1:0",
                 "--kv-listen",
                 "off",
+                "--web-listen",
+                "off",
                 "--ping-interval",
                 &ping_interval.to_string(),
                 "--data-dir",

@@ -185,7 +185,15 @@ fn real_agent_to_switchboard_hub() {
     let port = free_port();
     let mut serve = switchboard();
     serve
-        .args(["serve", "--kv-listen", "off", "--relay", "off"])
+        .args([
+            "serve",
+            "--kv-listen",
+            "off",
+            "--web-listen",
+            "off",
+            "--relay",
+            "off",
+        ])
         .args([
             "--ping-interval",
             "2",

@@ -148,6 +148,8 @@ fn serve(tmp: &Path, relay: &str) -> (Proc, String) {
         &format!("127.0.0.1:{}", free_port()),
         "--kv-listen",
         "127.0.0.1:0",
+        "--web-listen",
+        "off",
     ]);
     c.args([
         "--relay",
