@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine (Debian, a Rust toolchain, Python 3.11).
-# Installs what the tests need that cargo does not fetch (openssl for the interop PKI script),
-# then runs every test of the workspace. The interop tests install the real RedPepper 0.0.17
+# Installs what the tests need that cargo does not fetch (openssl for the interop PKI script,
+# Debian's chromium and chromium-driver for the web console's browser test), then runs every
+# test of the workspace. The interop tests install the real RedPepper 0.0.17
 # peers into a venv under target/ by themselves (../shared/peers/redpepper/setup.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +10,8 @@ cd "$(dirname "$0")/.."
 need=()
 command -v openssl >/dev/null || need+=(openssl)
 command -v python3 >/dev/null || need+=(python3 python3-venv)
+[ -x /usr/bin/chromium ] || need+=(chromium)
+[ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "test.sh: installing ${need[*]}"

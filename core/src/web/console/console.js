@@ -36,6 +36,9 @@ function connect() {
   };
 }
 
+// Command messages keep RedPepper's field name `commandID` (proto3 JSON keeps it as is).
+const commandOf = (p) => String(p.commandID ?? p.commandId);
+
 function handle(msg) {
   if (msg.id !== undefined && calls.has(msg.id)) {
     const c = calls.get(msg.id);
@@ -47,13 +50,13 @@ function handle(msg) {
   switch (msg.method) {
     case "EventNotice": onEvent(msg.params); break;
     case "CommandProgress":
-      if (running && msg.params.commandId === running) {
+      if (running && commandOf(msg.params) === running) {
         $("run-state").textContent = `progress ${msg.params.current}/${msg.params.total}: ${msg.params.message}`;
       }
       break;
     case "CommandResult":
     case "CommandDone":
-      if (running && msg.params.commandId === running) {
+      if (running && commandOf(msg.params) === running) {
         $("run-state").textContent = `finished: ${msg.params.status}`;
         $("run-output").textContent = msg.params.output;
         running = null;
@@ -147,7 +150,7 @@ async function run(ev) {
       operation: $("run-operation").value,
       data: $("run-data").value || "{}",
     });
-    running = r.commandId;
+    running = String(r.commandId);
     $("run-state").textContent = `command ${r.commandId} started`;
   } catch (e) {
     $("run-state").textContent = `refused: ${e.message}`;

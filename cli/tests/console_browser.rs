@@ -1,0 +1,328 @@
+//! The web console in a real browser: Debian's headless Chromium, driven over WebDriver
+//! (chromedriver), against `switchboard serve` with a real `switchboard agent`. The browser
+//! logs in with password + TOTP, sees the agent in the live list, sees a channel created
+//! elsewhere appear from the event feed, runs a command on the agent and reads its result,
+//! and sees the agent go away when it stops.
+//!
+//! Needs /usr/bin/chromium and /usr/bin/chromedriver (`scripts/test.sh` installs Debian's
+//! `chromium` and `chromium-driver`); without them the test fails, unless
+//! `SWITCHBOARD_SKIP_BROWSER=1` (then it says so loudly and passes).
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::{Proc, free_port, run, switchboard, wait_for};
+use serde_json::{Value, json};
+use switchboard_core::auth::totp;
+use switchboard_core::kv::codec::KvRequest;
+
+/// A minimal WebDriver client (one request per connection).
+struct Driver {
+    port: u16,
+    session: String,
+}
+
+fn http(port: u16, method: &str, path: &str, body: Option<&Value>) -> Value {
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).expect("chromedriver");
+    tcp.set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    let body = body.map(Value::to_string).unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    tcp.write_all(req.as_bytes()).expect("write");
+    // Read the head, then exactly Content-Length bytes (chromedriver keeps the connection).
+    let mut got = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        let text = String::from_utf8_lossy(&got).to_string();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .unwrap_or(0usize);
+            if body.len() >= len {
+                return serde_json::from_str(&body[..len])
+                    .unwrap_or_else(|e| panic!("webdriver answer {body:?}: {e}"));
+            }
+        }
+        let n = tcp.read(&mut buf).expect("read");
+        assert!(
+            n > 0,
+            "chromedriver closed: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+impl Driver {
+    fn start(port: u16) -> Driver {
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                         "--disable-dev-shm-usage", "--no-first-run"]
+            }
+        }}});
+        let v = http(port, "POST", "/session", Some(&caps));
+        let session = v["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session: {v}"))
+            .to_owned();
+        Driver { port, session }
+    }
+
+    fn cmd(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let v = http(
+            self.port,
+            method,
+            &format!("/session/{}{path}", self.session),
+            body.as_ref(),
+        );
+        v["value"].clone()
+    }
+
+    fn go(&self, url: &str) {
+        self.cmd("POST", "/url", Some(json!({"url": url})));
+    }
+
+    fn element(&self, css: &str) -> String {
+        let v = self.cmd(
+            "POST",
+            "/element",
+            Some(json!({"using": "css selector", "value": css})),
+        );
+        v["element-6066-11e4-a52e-4f735466cecf"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no element {css}: {v}"))
+            .to_owned()
+    }
+
+    fn type_into(&self, css: &str, text: &str) {
+        let e = self.element(css);
+        self.cmd("POST", &format!("/element/{e}/clear"), Some(json!({})));
+        self.cmd(
+            "POST",
+            &format!("/element/{e}/value"),
+            Some(json!({"text": text})),
+        );
+    }
+
+    fn click(&self, css: &str) {
+        let e = self.element(css);
+        self.cmd("POST", &format!("/element/{e}/click"), Some(json!({})));
+    }
+
+    fn script(&self, js: &str) -> Value {
+        self.cmd(
+            "POST",
+            "/execute/sync",
+            Some(json!({"script": js, "args": []})),
+        )
+    }
+
+    /// Waits until `js` returns a truthy value; returns it.
+    fn until(&self, what: &str, js: &str) -> Value {
+        wait_for(Duration::from_secs(30), || {
+            let v = self.script(js);
+            let truthy = !(v.is_null() || v == json!(false) || v == json!(""));
+            truthy.then_some(v)
+        })
+        .unwrap_or_else(|| {
+            let page = self.script("return document.body.innerText");
+            panic!("browser: {what} did not happen; the page says:\n{page}")
+        })
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = std::panic::catch_unwind(|| {
+            http(
+                self.port,
+                "DELETE",
+                &format!("/session/{}", self.session),
+                None,
+            )
+        });
+    }
+}
+
+fn code_now(secret: &[u8]) -> u32 {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    totp::code_at(secret, now)
+}
+
+#[test]
+fn the_console_in_headless_chromium() {
+    let browser =
+        Path::new("/usr/bin/chromium").exists() && Path::new("/usr/bin/chromedriver").exists();
+    if !browser {
+        if std::env::var_os("SWITCHBOARD_SKIP_BROWSER").is_some() {
+            eprintln!("SKIPPED: no chromium/chromedriver and SWITCHBOARD_SKIP_BROWSER is set");
+            return;
+        }
+        panic!(
+            "/usr/bin/chromium and /usr/bin/chromedriver are needed (scripts/test.sh installs them)"
+        );
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = tmp.path().join("hub");
+    let native_port = free_port();
+    let web = format!("127.0.0.1:{}", free_port());
+    let kv = format!("127.0.0.1:{}", free_port());
+    let mut c = switchboard();
+    c.args([
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{native_port}"),
+        "--kv-listen",
+        &kv,
+        "--relay",
+        "off",
+        "--web-listen",
+        &web,
+        "--data-dir",
+    ]);
+    c.arg(&data);
+    let hub = Proc::spawn("switchboard serve", c, tmp.path().join("serve.log"));
+    let out = wait_for(Duration::from_secs(30), || {
+        let o = hub.output();
+        (o.contains("web face on") && o.contains("base32")).then_some(o)
+    })
+    .unwrap_or_else(|| panic!("hub did not start\n{}", hub.tail(30)));
+    let password = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("password: "))
+        .expect("password printed")
+        .to_string();
+    let b32 = out
+        .lines()
+        .find_map(|l| l.split("base32: ").nth(1))
+        .expect("secret printed")
+        .trim_end_matches(')')
+        .to_string();
+    let secret = totp::base32_decode(&b32).expect("base32");
+    let admin = |args: &[&str]| {
+        let mut c = switchboard();
+        c.arg("admin").arg("--data-dir").arg(&data).args(args);
+        let (rc, out, err) = run(c, Duration::from_secs(60));
+        assert_eq!(rc, 0, "admin {args:?}:\n{out}\n{err}");
+        out
+    };
+    let creds = tmp.path().join("a1");
+    admin(&[
+        "enroll-agent",
+        "a1",
+        "--out",
+        creds.to_str().expect("utf-8"),
+    ]);
+    let mut a = switchboard();
+    a.args(["agent", "--manager", &format!("127.0.0.1:{native_port}")])
+        .args(["--id", "a1", "--server-name", "localhost", "--secret-file"])
+        .arg(creds.join("secret"))
+        .arg("--ca")
+        .arg(creds.join("ca.pem"))
+        .arg("--cert")
+        .arg(creds.join("agent.pem"))
+        .arg("--key")
+        .arg(creds.join("agent.key"));
+    let agent = Proc::spawn("switchboard agent", a, tmp.path().join("agent.log"));
+
+    let wd_port = free_port();
+    let mut wd = Command::new("/usr/bin/chromedriver");
+    wd.arg(format!("--port={wd_port}"));
+    let _chromedriver = Proc::spawn("chromedriver", wd, tmp.path().join("chromedriver.log"));
+    wait_for(Duration::from_secs(20), || {
+        TcpStream::connect(("127.0.0.1", wd_port)).ok()
+    })
+    .expect("chromedriver listens");
+    let d = Driver::start(wd_port);
+    d.go(&format!("http://{web}/"));
+    d.until(
+        "the console connects",
+        "return document.getElementById('status').textContent === 'connected'",
+    );
+    d.type_into("#login-user", "admin");
+    d.type_into("#login-password", "not the password");
+    d.type_into("#login-totp", &format!("{:06}", code_now(&secret)));
+    d.click("#login-submit");
+    d.until(
+        "a wrong password is reported",
+        "return document.getElementById('login-error').textContent.includes('INVALID_PASSWORD')",
+    );
+    // A fresh code (each is single-use): wait for the next 30 s step.
+    let used = code_now(&secret);
+    wait_for(Duration::from_secs(35), || {
+        (code_now(&secret) != used).then_some(())
+    })
+    .expect("next TOTP step");
+    d.type_into("#login-password", &password);
+    d.type_into("#login-totp", &format!("{:06}", code_now(&secret)));
+    d.click("#login-submit");
+    d.until(
+        "login",
+        "return !document.getElementById('main-view').hidden",
+    );
+    d.until(
+        "the agent is listed as connected",
+        "const li = document.querySelector('#agents li[data-agent=\"a1\"]'); return li && li.className === 'connected'",
+    );
+    // A channel created elsewhere (the KV control front, as the admin: uid 1) appears live.
+    let mut req = bytes::BytesMut::new();
+    KvRequest::Create { uid: 1 }.encode(false, &mut req);
+    let mut tcp = TcpStream::connect(&kv).expect("kv");
+    tcp.write_all(&req).expect("kv write");
+    let mut status = [0u8; 8];
+    tcp.read_exact(&mut status).expect("kv reply");
+    d.until(
+        "the new channel appears from the event feed",
+        "return document.querySelectorAll('#channels li').length === 1",
+    );
+    // A command with its result.
+    d.type_into("#run-agent", "a1");
+    d.type_into("#run-operation", "echo.Echo");
+    d.type_into("#run-data", r#"{"[args]": ["hello from the browser"]}"#);
+    d.click("#run-submit");
+    d.until(
+        "the command's result",
+        "return document.getElementById('run-state').textContent.startsWith('finished') && document.getElementById('run-output').textContent",
+    );
+    let output = d.script("return document.getElementById('run-output').textContent");
+    assert!(
+        output
+            .as_str()
+            .is_some_and(|o| o.ends_with("\nhello from the browser")),
+        "{output}"
+    );
+    let state = d.script("return document.getElementById('run-state').textContent");
+    assert!(
+        state.as_str().is_some_and(|s| s.contains("SUCCESS")),
+        "{state}"
+    );
+    // The agent stops: the list follows.
+    agent.interrupt();
+    d.until(
+        "the agent is shown disconnected",
+        "const li = document.querySelector('#agents li[data-agent=\"a1\"]'); return li && li.className === 'disconnected'",
+    );
+    let events = d.script("return document.getElementById('events').children.length");
+    assert!(events.as_u64().is_some_and(|n| n >= 4), "{events}");
+    drop(hub);
+}
