@@ -810,7 +810,10 @@ impl WebConn {
             }
         }
         if matches!(self.mode, Mode::Rpc(_)) {
-            self.ws_text(&jsonrpc::notify(&body));
+            let text = jsonrpc::notify_text(&body);
+            let mut f = Vec::with_capacity(text.len() + 10);
+            ws::encode_frame(Opcode::Text, text.as_bytes(), &mut f);
+            self.out.push_back(WebOutput::Socket(f));
         }
     }
 

@@ -270,6 +270,26 @@ pub fn notify(body: &Body) -> Value {
     notification(&name, params)
 }
 
+/// [`notify`] as text, with a fast path for the most frequent notification (`EventNotice`,
+/// sent to every subscriber of an event): written directly, its event spliced in as it is
+/// once checked to be JSON.
+pub fn notify_text(body: &Body) -> String {
+    if let Body::EventNotice(n) = body
+        && serde_json::from_str::<serde::de::IgnoredAny>(&n.json).is_ok()
+    {
+        let quote = |s: &str| Value::String(s.to_owned()).to_string();
+        return format!(
+            r#"{{"jsonrpc":"2.0","method":"EventNotice","params":{{"order":"{}","unixMs":"{}","kind":{},"json":{},"event":{}}}}}"#,
+            n.order,
+            n.unix_ms,
+            quote(&n.kind),
+            quote(&n.json),
+            n.json
+        );
+    }
+    notify(body).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,6 +393,15 @@ mod tests {
         assert_eq!(n["method"], "EventNotice");
         assert_eq!(n["params"]["order"], "3");
         assert_eq!(n["params"]["event"], json!({"chid": 1}));
+        // The fast path writes the same notification.
+        let body = Body::EventNotice(pb::EventNotice {
+            order: 3,
+            unix_ms: 5,
+            kind: "Channel\"Created".into(),
+            json: r#"{"chid":1,"s":"\u00e9"}"#.into(),
+        });
+        let fast: Value = serde_json::from_str(&notify_text(&body)).expect("json");
+        assert_eq!(fast, notify(&body));
         let e = control_error(
             json!(1),
             &pb::ControlError {
