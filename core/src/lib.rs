@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod feed;
 pub mod hub;
 pub mod kv;
 pub mod link;
