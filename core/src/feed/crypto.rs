@@ -108,7 +108,7 @@ pub fn seal_with_iv(key: &[u8; 32], iv: &[u8; IV_LEN], plaintext: &[u8]) -> Vec<
 
 /// Opens `IV || ciphertext`.
 pub fn open(key: &[u8; 32], frame: &[u8]) -> Result<Vec<u8>, CryptoError> {
-    if frame.len() < 2 * IV_LEN || frame.len() % IV_LEN != 0 {
+    if frame.len() < 2 * IV_LEN || !frame.len().is_multiple_of(IV_LEN) {
         return Err(CryptoError);
     }
     let (iv, ct) = frame.split_at(IV_LEN);
