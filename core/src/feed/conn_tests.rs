@@ -306,7 +306,8 @@ fn a_replayed_hello_and_signature_do_not_open_a_session() {
 
 #[test]
 fn frames_that_fail_get_the_uniform_error_then_a_close() {
-    let cases: Vec<(&str, Box<dyn Fn(&mut Pair)>)> = vec![
+    type Make = Box<dyn Fn(&mut Pair)>;
+    let cases: Vec<(&str, Make)> = vec![
         (
             "not AES",
             Box::new(|p: &mut Pair| p.client.send_raw(vec![1; 48])),
