@@ -137,6 +137,8 @@ pub enum Operation<'a> {
     },
     /// Read-only channel queries (GET_PORT, GET_CHANNELS): no permission needed.
     ListChannels,
+    /// Register, list and remove secure-feed clients.
+    ManageFeedClients,
     /// Follow the event log (what is seen is filtered event by event with `SeeEvent`).
     SubscribeEvents,
     /// Revoke certificates.
@@ -234,6 +236,11 @@ pub fn authorize(
         ),
         Operation::ListChannels => ("ListChannels", true, "nothing"),
         Operation::SubscribeEvents => ("SubscribeEvents", true, "nothing"),
+        Operation::ManageFeedClients => (
+            "ManageFeedClients",
+            perms.contains(Permissions::REGISTER_USER),
+            "register_user",
+        ),
         Operation::SeeEvent { needs_any } => (
             "SeeEvent",
             needs_any.0 == 0 || perms.intersects(*needs_any),

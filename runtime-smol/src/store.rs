@@ -17,7 +17,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 use switchboard_core::hub::persist::{
     AgentRecord, CertificateRecord, Change, ChannelRecord, CommandRecord, CommandStatus,
-    EventRecord, StoredState, UserRecord,
+    EventRecord, FeedClientRecord, StoredState, UserRecord,
 };
 
 /// How long a statement waits for a lock held by another connection before failing.
@@ -99,6 +99,13 @@ const MIGRATIONS: &[&str] = &[
          last_order INTEGER NOT NULL                -- survives pruning everything
      ) STRICT;
      INSERT INTO event_log (id, last_order) VALUES (1, 0);",
+    // 6: secure-feed clients.
+    "CREATE TABLE feed_clients (
+         client_id      TEXT PRIMARY KEY NOT NULL,
+         public_key_der BLOB NOT NULL,
+         user_name      TEXT NOT NULL,
+         last_sequence  INTEGER NOT NULL DEFAULT 0
+     ) STRICT;",
 ];
 
 /// How many of the newest events [`SqliteStore::load`] hands to the hub.
@@ -304,11 +311,26 @@ impl SqliteStore {
             .query_map([RECENT_EVENTS as i64], event_row)?
             .collect::<Result<Vec<_>, _>>()?;
         recent_events.reverse();
+        let feed_clients = tx
+            .prepare(
+                "SELECT client_id, public_key_der, user_name, last_sequence FROM feed_clients \
+                 ORDER BY client_id",
+            )?
+            .query_map([], |row| {
+                Ok(FeedClientRecord {
+                    client_id: row.get(0)?,
+                    public_key_der: row.get(1)?,
+                    user: row.get(2)?,
+                    last_sequence: row.get(3)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
         tx.finish()?;
         Ok(StoredState {
             last_event_order: last_event_order as u64,
             first_event_order: first_event_order as u64,
             recent_events,
+            feed_clients,
             certificates,
             agents,
             agent_data,
@@ -536,6 +558,40 @@ fn apply_in(tx: &Transaction<'_>, change: &Change) -> Result<(), StoreError> {
                 "DELETE FROM events WHERE event_order < ?1",
                 [*before_order as i64],
             )?;
+        }
+        Change::FeedClientSaved(c) => {
+            tx.execute(
+                "INSERT INTO feed_clients (client_id, public_key_der, user_name, last_sequence)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (client_id) DO UPDATE SET
+                     public_key_der = excluded.public_key_der,
+                     user_name = excluded.user_name,
+                     last_sequence = excluded.last_sequence",
+                params![c.client_id, c.public_key_der, c.user, c.last_sequence],
+            )?;
+        }
+        Change::FeedClientRemoved { client_id } => {
+            tx.execute("DELETE FROM feed_clients WHERE client_id = ?1", [client_id])?;
+        }
+        Change::FeedSequence {
+            client_id,
+            sequence,
+        } => {
+            tx.execute(
+                "UPDATE feed_clients SET last_sequence = ?2 WHERE client_id = ?1",
+                params![client_id, sequence],
+            )?;
+        }
+        Change::Batch(changes) => {
+            // All or none, also when a member is refused and the batch skipped.
+            tx.execute_batch("SAVEPOINT batch")?;
+            for c in changes {
+                if let Err(e) = apply_in(tx, c) {
+                    tx.execute_batch("ROLLBACK TO batch; RELEASE batch")?;
+                    return Err(e);
+                }
+            }
+            tx.execute_batch("RELEASE batch")?;
         }
         Change::Certificate(c) => {
             tx.execute(

@@ -72,7 +72,7 @@ impl Hub {
         }
     }
 
-    fn session_message(&mut self, now: Instant, conn: ConnId, body: Body) {
+    pub(crate) fn session_message(&mut self, now: Instant, conn: ConnId, body: Body) {
         let Some(Conn::Session(s)) = self.conns.get_mut(&conn).map(|e| &mut e.conn) else {
             return;
         };
@@ -88,6 +88,8 @@ impl Hub {
                 | Body::LoginRequest(_)
                 | Body::RenewSessionRequest(_)
                 | Body::LogoutRequest(_)
+                | Body::FeedLookupRequest(_)
+                | Body::FeedLoginRequest(_)
         );
         if guest && !login {
             let mut body = body;
@@ -354,6 +356,9 @@ impl Hub {
                     perms,
                 };
                 let Err(other) = self.session_domain(conn, actor, other) else {
+                    return;
+                };
+                let Err(other) = self.session_feed(now, conn, (&user, uid, perms), other) else {
                     return;
                 };
                 let ty = msg::type_of(&other);

@@ -289,7 +289,7 @@ impl Hub {
     }
 
     /// The session on `conn` acts as `uid` from now on.
-    fn become_user(&mut self, conn: ConnId, uid: u64) {
+    pub(crate) fn become_user(&mut self, conn: ConnId, uid: u64) {
         let Some(u) = self.domain.users.get(&uid) else {
             return;
         };

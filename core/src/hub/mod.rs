@@ -12,6 +12,7 @@ mod certs;
 mod control;
 pub mod domain;
 mod events;
+mod feed;
 mod kv_front;
 mod login;
 pub mod persist;
@@ -28,9 +29,10 @@ use crate::machine::CloseReason;
 use crate::perm::Permissions;
 use crate::rng::{self, CoreRng};
 pub use domain::{Actor, DomainError};
+pub use feed::FEED_REPLACED;
 pub use persist::{
     AgentRecord, CertificateRecord, Change, ChannelRecord, CommandRecord, CommandStatus,
-    EventRecord, StoredState, UserRecord,
+    EventRecord, FeedClientRecord, StoredState, UserRecord,
 };
 
 /// Identifies one connection of the hub. Chosen by the runtime, never reused while open.
@@ -487,6 +489,13 @@ pub struct Hub {
     /// When each connection last asked for a renewal (a bound against an agent that keeps
     /// asking).
     pub(crate) renewals_per_conn: BTreeMap<ConnId, Instant>,
+    pub(crate) feed_clients: BTreeMap<String, FeedClientRecord>,
+    /// The challenge each session was given to sign (one attempt).
+    pub(crate) feed_challenges: BTreeMap<ConnId, (String, Vec<u8>)>,
+    /// The live connection of each logged-in feed client.
+    pub(crate) feed_conns: BTreeMap<String, ConnId>,
+    /// The feed client of each such connection.
+    pub(crate) feed_sessions: BTreeMap<ConnId, String>,
     pub(crate) log: events::EventLog,
     pub(crate) subs: BTreeMap<ConnId, events::Subscription>,
     /// The latest `now` the hub was given (timestamps of events).
@@ -519,6 +528,10 @@ impl Hub {
             certificates: BTreeMap::new(),
             signings: BTreeMap::new(),
             renewals_per_conn: BTreeMap::new(),
+            feed_clients: BTreeMap::new(),
+            feed_challenges: BTreeMap::new(),
+            feed_conns: BTreeMap::new(),
+            feed_sessions: BTreeMap::new(),
             log: events::EventLog::default(),
             subs: BTreeMap::new(),
             last_now: now,
@@ -549,6 +562,9 @@ impl Hub {
         self.load_domain(state.users, state.channels, state.members);
         for c in state.certificates {
             self.certificates.insert(c.serial.clone(), c);
+        }
+        for c in state.feed_clients {
+            self.feed_clients.insert(c.client_id.clone(), c);
         }
         self.last_now = self.last_now.max(now);
         self.load_events(
@@ -857,6 +873,7 @@ impl Hub {
     fn drop_conn(&mut self, conn: ConnId) {
         self.renewals_per_conn.remove(&conn);
         self.subs.remove(&conn);
+        self.feed_forget(conn);
         if let Some(e) = self.conns.remove(&conn)
             && let Some(t) = e.timer
         {

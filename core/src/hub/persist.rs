@@ -217,6 +217,36 @@ pub enum Change {
         /// The oldest order kept.
         before_order: u64,
     },
+    /// Insert or replace a secure-feed client.
+    FeedClientSaved(FeedClientRecord),
+    /// Remove a secure-feed client.
+    FeedClientRemoved {
+        /// Its id.
+        client_id: String,
+    },
+    /// A feed client's INBOX sequence moves on (stored with the operation's own change, in a
+    /// [`Change::Batch`], so that the operation runs exactly once).
+    FeedSequence {
+        /// The client.
+        client_id: String,
+        /// Its new last sequence.
+        sequence: i64,
+    },
+    /// Several changes applied in one transaction (all or none).
+    Batch(Vec<Change>),
+}
+
+/// A client of the secure feed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeedClientRecord {
+    /// Its id (ASCII, as in its hello).
+    pub client_id: String,
+    /// SubjectPublicKeyInfo DER of its RSA public key.
+    pub public_key_der: Vec<u8>,
+    /// The hub user it acts as.
+    pub user: String,
+    /// The last INBOX sequence it sent (0 = none).
+    pub last_sequence: i64,
 }
 
 /// Everything the runtime loads into a new hub at start.
@@ -244,4 +274,6 @@ pub struct StoredState {
     pub first_event_order: u64,
     /// The newest events (oldest first), to serve subscribers without reading storage.
     pub recent_events: Vec<EventRecord>,
+    /// Secure-feed clients.
+    pub feed_clients: Vec<FeedClientRecord>,
 }

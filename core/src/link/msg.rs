@@ -66,6 +66,17 @@ pub fn type_of(body: &Body) -> MessageType {
         Body::RevokeCertificateResponse(_) => MessageType::Revokecertificateresponse,
         Body::ListCertificatesRequest(_) => MessageType::Listcertificatesrequest,
         Body::ListCertificatesResponse(_) => MessageType::Listcertificatesresponse,
+        Body::FeedLookupRequest(_) => MessageType::Feedlookuprequest,
+        Body::FeedLookupResponse(_) => MessageType::Feedlookupresponse,
+        Body::FeedLoginRequest(_) => MessageType::Feedloginrequest,
+        Body::FeedLoginResponse(_) => MessageType::Feedloginresponse,
+        Body::FeedInboxRequest(_) => MessageType::Feedinboxrequest,
+        Body::FeedClientAddRequest(_) => MessageType::Feedclientaddrequest,
+        Body::FeedClientAddResponse(_) => MessageType::Feedclientaddresponse,
+        Body::FeedClientRemoveRequest(_) => MessageType::Feedclientremoverequest,
+        Body::FeedClientRemoveResponse(_) => MessageType::Feedclientremoveresponse,
+        Body::FeedClientListRequest(_) => MessageType::Feedclientlistrequest,
+        Body::FeedClientListResponse(_) => MessageType::Feedclientlistresponse,
     }
 }
 
@@ -94,6 +105,11 @@ pub fn response_id(m: &Body) -> Option<u64> {
         Body::RevokeCertificateResponse(r) => r.request_id,
         Body::ListCertificatesResponse(r) => r.request_id,
         Body::SubscribeEventsResponse(r) => r.request_id,
+        Body::FeedLookupResponse(r) => r.request_id,
+        Body::FeedLoginResponse(r) => r.request_id,
+        Body::FeedClientAddResponse(r) => r.request_id,
+        Body::FeedClientRemoveResponse(r) => r.request_id,
+        Body::FeedClientListResponse(r) => r.request_id,
         _ => return None,
     })
 }
@@ -122,6 +138,12 @@ pub fn request_id_mut(body: &mut Body) -> Option<&mut u64> {
         Body::RevokeCertificateRequest(r) => &mut r.request_id,
         Body::ListCertificatesRequest(r) => &mut r.request_id,
         Body::SubscribeEventsRequest(r) => &mut r.request_id,
+        Body::FeedLookupRequest(r) => &mut r.request_id,
+        Body::FeedLoginRequest(r) => &mut r.request_id,
+        Body::FeedInboxRequest(r) => &mut r.request_id,
+        Body::FeedClientAddRequest(r) => &mut r.request_id,
+        Body::FeedClientRemoveRequest(r) => &mut r.request_id,
+        Body::FeedClientListRequest(r) => &mut r.request_id,
         _ => return None,
     })
 }

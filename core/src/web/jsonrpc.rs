@@ -61,6 +61,9 @@ pub const METHODS: &[(&str, &str)] = &[
     ("RevokeCertificateRequest", "revokeCertificateRequest"),
     ("ListCertificatesRequest", "listCertificatesRequest"),
     ("SubscribeEventsRequest", "subscribeEventsRequest"),
+    ("FeedClientAddRequest", "feedClientAddRequest"),
+    ("FeedClientRemoveRequest", "feedClientRemoveRequest"),
+    ("FeedClientListRequest", "feedClientListRequest"),
 ];
 
 /// One call of a request (or batch).

@@ -103,6 +103,19 @@ fn apply_everything(store: &mut SqliteStore) -> StoredState {
         Change::EventLogged(event(2)),
         Change::EventLogged(event(3)),
         Change::EventsPruned { before_order: 2 },
+        Change::FeedClientSaved(feed("alice-bot", 0)),
+        Change::FeedClientSaved(feed("gone-bot", 0)),
+        Change::FeedClientRemoved {
+            client_id: "gone-bot".into(),
+        },
+        // A batch: the command and the sequence together.
+        Change::Batch(vec![
+            Change::CommandCreated(command(5, "web-1")),
+            Change::FeedSequence {
+                client_id: "alice-bot".into(),
+                sequence: 1,
+            },
+        ]),
     ];
     for change in &changes {
         store.apply(change).expect("apply");
@@ -111,6 +124,7 @@ fn apply_everything(store: &mut SqliteStore) -> StoredState {
     web.last_seen_unix_ms = 1_700_000_000_123;
     let triple = |a: &str, n: &str, v: &str| (a.to_owned(), n.to_owned(), v.to_owned());
     StoredState {
+        feed_clients: vec![feed("alice-bot", 1)],
         last_event_order: 3,
         first_event_order: 2,
         recent_events: vec![event(2), event(3)],
@@ -124,8 +138,8 @@ fn apply_everything(store: &mut SqliteStore) -> StoredState {
             triple("web-1", "cpus", "8"),
             triple("web-1", "os", r#""linux""#),
         ],
-        max_command_id: 4,
-        pending_commands: vec![command(2, "gone"), command(4, "web-1")],
+        max_command_id: 5,
+        pending_commands: vec![command(2, "gone"), command(4, "web-1"), command(5, "web-1")],
         users: vec![user(1, "admin", u64::MAX), user(2, "alice", 5)],
         channels: vec![
             ChannelRecord {
@@ -170,14 +184,14 @@ fn every_change_survives_a_reopen() {
 
     let all = store.list_commands(10).expect("list");
     let ids: Vec<i64> = all.iter().map(|c| c.command_id).collect();
-    assert_eq!(ids, [4, 3, 2, 1]);
+    assert_eq!(ids, [5, 4, 3, 2, 1]);
     let mut done = command(1, "web-1");
     done.status = CommandStatus::Success;
     done.changed = true;
     done.output = "output of 1".to_owned();
     done.finished_unix_ms = 1_700_000_100_001;
-    assert_eq!(all[3], done);
-    assert_eq!(all[1].status, CommandStatus::Cancelled);
+    assert_eq!(all[4], done);
+    assert_eq!(all[2].status, CommandStatus::Cancelled);
     assert_eq!(store.list_commands(2).expect("list").len(), 2);
     assert!(store.list_commands(0).expect("list").is_empty());
 }
@@ -381,4 +395,36 @@ fn event(order: u64) -> EventRecord {
         json: format!(r#"{{"@type":"ChannelCreated","chid":{order}}}"#),
         scope: 0,
     }
+}
+
+fn feed(id: &str, last_sequence: i64) -> FeedClientRecord {
+    FeedClientRecord {
+        client_id: id.into(),
+        public_key_der: vec![0x30, 0x82, 1, 2],
+        user: "alice".into(),
+        last_sequence,
+    }
+}
+
+#[test]
+fn a_batch_is_all_or_nothing() {
+    let mut store = SqliteStore::open_in_memory().expect("open");
+    store
+        .apply(&Change::FeedClientSaved(feed("bot", 0)))
+        .expect("apply");
+    // The second member names an unknown command: refused, and the first is not kept.
+    let batch = Change::Batch(vec![
+        Change::FeedSequence {
+            client_id: "bot".into(),
+            sequence: 7,
+        },
+        finished(99, CommandStatus::Success),
+    ]);
+    store
+        .apply_all(std::slice::from_ref(&batch))
+        .expect("skipped, not failed");
+    assert_eq!(
+        store.load().expect("load").feed_clients,
+        vec![feed("bot", 0)]
+    );
 }

@@ -30,6 +30,8 @@ pub struct MemStore {
     pub events: BTreeMap<u64, switchboard_core::hub::EventRecord>,
     /// The newest order ever logged.
     pub last_event_order: u64,
+    /// Secure-feed clients, by id.
+    pub feed_clients: BTreeMap<String, switchboard_core::hub::FeedClientRecord>,
     /// Certificate records, by serial.
     pub certificates: BTreeMap<String, switchboard_core::hub::CertificateRecord>,
     max_command_id: i64,
@@ -63,6 +65,17 @@ impl MemStore {
 
     /// Applies one change, or says why SQLite would not (then nothing was written).
     pub fn try_apply(&mut self, change: &Change) -> Result<(), Refusal> {
+        if let Change::Batch(changes) = change {
+            // All or none (a savepoint in SQLite).
+            let mut next = self.clone();
+            for c in changes {
+                next.try_apply(c)?;
+            }
+            next.applied.truncate(self.applied.len());
+            next.applied.push(change.clone());
+            *self = next;
+            return Ok(());
+        }
         self.check(change)?;
         self.applied.push(change.clone());
         match change {
@@ -140,6 +153,21 @@ impl MemStore {
             Change::EventsPruned { before_order } => {
                 self.events = self.events.split_off(before_order);
             }
+            Change::FeedClientSaved(c) => {
+                self.feed_clients.insert(c.client_id.clone(), c.clone());
+            }
+            Change::FeedClientRemoved { client_id } => {
+                self.feed_clients.remove(client_id);
+            }
+            Change::FeedSequence {
+                client_id,
+                sequence,
+            } => {
+                if let Some(c) = self.feed_clients.get_mut(client_id) {
+                    c.last_sequence = *sequence;
+                }
+            }
+            Change::Batch(_) => {}
         }
         Ok(())
     }
@@ -220,6 +248,7 @@ impl MemStore {
             channels: self.channels.values().cloned().collect(),
             members: self.members.iter().copied().collect(),
             certificates: self.certificates.values().cloned().collect(),
+            feed_clients: self.feed_clients.values().cloned().collect(),
             last_event_order: self.last_event_order,
             first_event_order: self
                 .events
