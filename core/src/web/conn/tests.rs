@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use switchboard_proto as pb;
+use switchboard_proto::message::Message as Body;
 
 use super::*;
 use crate::auth::totp;
