@@ -25,8 +25,8 @@ const SECRET: &[u8] = b"bench totp secret 01";
 const ADMIN: ConnId = ConnId(1);
 
 enum Client {
-    Web(WebConn),
-    Native(ClientSession),
+    Web(Box<WebConn>),
+    Native(Box<ClientSession>),
 }
 
 /// A hub with an admin session (native, certificate) and `n` subscriber clients.
@@ -122,15 +122,15 @@ impl Rig {
                         .into_bytes();
                 }
                 w.handle_socket(now, &head);
-                Client::Web(w)
+                Client::Web(Box::new(w))
             } else {
                 rig.hub.accept(now, conn, PeerInfo::named(addr, "admin"));
-                Client::Native(ClientSession::new(
+                Client::Native(Box::new(ClientSession::new(
                     now,
                     link.clone(),
                     "bench",
                     100 + i as u64,
-                ))
+                )))
             };
             rig.clients.push(client);
             rig.settle();

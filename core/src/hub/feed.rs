@@ -262,20 +262,22 @@ impl Hub {
             ) && crate::link::msg::request_id_mut(&mut b.clone()).is_some()
                 || matches!(b, Body::Cancel(_))
         });
-        let Some(op) = op.filter(|_| allowed) else {
-            return self.control_error(
-                conn,
-                r.request_id,
-                Code::Invalid,
-                "an INBOX operation must be one control request".into(),
-            );
-        };
         if let Some(c) = self.feed_clients.get_mut(&client_id) {
             c.last_sequence = r.sequence;
         }
         let seq = Change::FeedSequence {
             client_id,
             sequence: r.sequence,
+        };
+        let Some(op) = op.filter(|_| allowed) else {
+            // Refused, but the sequence is used: the client's next message follows it.
+            self.out.push_back(HubAction::Persist(seq));
+            return self.control_error(
+                conn,
+                r.request_id,
+                Code::Invalid,
+                "an INBOX operation must be one control request".into(),
+            );
         };
         let mark = self.out.len();
         self.session_message(now, conn, op);

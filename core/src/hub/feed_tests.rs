@@ -272,7 +272,7 @@ fn inbox_sequences_are_stored_with_the_operation() {
             client_id: "bot".into(),
         }),
     );
-    assert!(matches!(&got[0], Body::FeedLookupResponse(l) if l.last_sequence == 2));
+    assert!(matches!(&got[0], Body::FeedLookupResponse(l) if l.last_sequence == 3));
 }
 
 #[test]

@@ -259,7 +259,8 @@ fn close_payload(p: &[u8]) -> Result<Option<(u16, String)>, WsError> {
         1 => Err(protocol("a close payload of one byte")),
         _ => {
             let code = u16::from_be_bytes([p[0], p[1]]);
-            let valid = matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999);
+            // RFC 6455 §7.4 and the IANA registry (1012-1014 were added later).
+            let valid = matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999);
             if !valid {
                 return Err(protocol("invalid close code"));
             }

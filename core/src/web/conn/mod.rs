@@ -61,6 +61,8 @@ pub struct WebConfig {
     pub ws_idle: Duration,
     /// Largest native frame accepted from the hub (its `max_frame`).
     pub max_hub_frame: usize,
+    /// The secure feed at `/feed` (its server key); `None`: no feed.
+    pub feed: Option<crate::feed::FeedConfig>,
 }
 
 impl Default for WebConfig {
@@ -76,6 +78,7 @@ impl Default for WebConfig {
             max_pending: 1024,
             ws_idle: Duration::from_secs(30),
             max_hub_frame: 16 << 20,
+            feed: None,
         }
     }
 }
@@ -103,6 +106,8 @@ enum Mode {
     Rpc(WsDecoder),
     /// WebSocket with binary native frames.
     Stream(WsDecoder),
+    /// WebSocket carrying the secure feed (binary frames of its own protocol).
+    Feed(WsDecoder),
     /// Closed (or closing): input is ignored.
     Closed,
 }
@@ -155,6 +160,10 @@ pub struct WebConn {
     internal: BTreeMap<u64, ()>,
     groups: BTreeMap<u64, Group>,
     next_group: u64,
+    /// The secure feed of a `/feed` connection.
+    feed: Option<feed::FeedBridge>,
+    /// Seed of the feed's RNG (keys, IVs, blinding).
+    feed_seed: [u8; 32],
 }
 
 impl WebConn {
@@ -179,7 +188,16 @@ impl WebConn {
             internal: BTreeMap::new(),
             groups: BTreeMap::new(),
             next_group: 1,
+            feed: None,
+            feed_seed: [0; 32],
         }
+    }
+
+    /// Seeds the secure feed's RNG (session keys, IVs, RSA blinding): 32 bytes of OS
+    /// randomness in a runtime. Without it a `/feed` connection uses zeros: tests only.
+    pub fn with_feed_seed(mut self, seed: [u8; 32]) -> Self {
+        self.feed_seed = seed;
+        self
     }
 
     /// The next output, in order.
@@ -198,10 +216,8 @@ impl WebConn {
             return None;
         }
         let calls = self.pending.values().map(|p| p.deadline).min();
-        match (self.deadline, calls) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let feed = self.feed.as_ref().and_then(|f| f.conn.poll_timeout());
+        [self.deadline, calls, feed].into_iter().flatten().min()
     }
 
     /// Bytes from the client.
@@ -221,7 +237,7 @@ impl WebConn {
                 buf.extend_from_slice(data);
                 self.http_progress(now);
             }
-            Mode::Rpc(d) | Mode::Stream(d) => {
+            Mode::Rpc(d) | Mode::Stream(d) | Mode::Feed(d) => {
                 d.push(data);
                 self.deadline = Some(now + self.cfg.ws_idle);
                 self.ws_progress(now);
@@ -277,7 +293,18 @@ impl WebConn {
                 self.fill(p.group, p.slot, e, None);
             }
         }
+        if let Some(f) = &mut self.feed {
+            f.conn.handle_timeout(now);
+            self.drain_feed();
+        }
         if self.deadline.is_none_or(|d| d > now) {
+            return;
+        }
+        if matches!(self.mode, Mode::Feed(_))
+            && !self.feed.as_ref().is_some_and(|f| f.conn.allows_ws_ping())
+        {
+            // A v1 client dies on a ping: its 0x00 heartbeats keep the connection busy instead.
+            self.deadline = None;
             return;
         }
         match &self.mode {
@@ -291,7 +318,7 @@ impl WebConn {
                     self.http_fail(HttpError::Timeout);
                 }
             }
-            Mode::Rpc(_) | Mode::Stream(_) => {
+            Mode::Rpc(_) | Mode::Stream(_) | Mode::Feed(_) => {
                 if self.pinged {
                     self.ws_close(1001, "no answer to ping");
                 } else {
@@ -339,8 +366,8 @@ impl WebConn {
         let keep_alive = !head.has_token("connection", "close");
         let upgrade = head.has_token("upgrade", "websocket");
         match (head.method.as_str(), head.path.as_str()) {
-            ("GET", "/rpc" | "/stream") if upgrade => self.upgrade(now, &head),
-            ("GET", "/rpc" | "/stream") => self.http_fail(HttpError::BadRequest(
+            ("GET", "/rpc" | "/stream" | "/feed") if upgrade => self.upgrade(now, &head),
+            ("GET", "/rpc" | "/stream" | "/feed") => self.http_fail(HttpError::BadRequest(
                 "a WebSocket upgrade is expected here (or POST /rpc)",
             )),
             ("POST", "/rpc") => {
@@ -431,7 +458,14 @@ impl WebConn {
         };
         let decoder = WsDecoder::new(self.cfg.max_frame, self.cfg.max_message);
         let cookie = head.cookie(COOKIE_NAME).map(str::to_owned);
-        if head.path == "/stream" {
+        if head.path == "/feed" {
+            let Some(cfg) = self.cfg.feed.clone() else {
+                return self.http_fail(HttpError::NotFound);
+            };
+            self.mode = Mode::Feed(decoder);
+            self.start_session();
+            self.feed = Some(feed::FeedBridge::new(now, cfg, self.feed_seed));
+        } else if head.path == "/stream" {
             self.mode = Mode::Stream(decoder);
         } else {
             self.mode = Mode::Rpc(decoder);
@@ -502,6 +536,22 @@ impl WebConn {
             let (msg, stream) = match &mut self.mode {
                 Mode::Rpc(d) => (d.next_message(), false),
                 Mode::Stream(d) => (d.next_message(), true),
+                Mode::Feed(d) => {
+                    let msg = d.next_message();
+                    match msg {
+                        Ok(Some(WsMessage::Binary(b))) => {
+                            if let Some(f) = &mut self.feed {
+                                f.conn.handle_message(now, &b);
+                            }
+                            self.drain_feed();
+                            continue;
+                        }
+                        Ok(Some(WsMessage::Text(_))) => {
+                            return self.ws_close(1003, "/feed carries binary frames");
+                        }
+                        other => (other, true),
+                    }
+                }
                 _ => return,
             };
             let msg = match msg {
@@ -562,7 +612,10 @@ impl WebConn {
     }
 }
 
+mod feed;
 mod rpc;
 
+#[cfg(test)]
+mod feed_tests;
 #[cfg(test)]
 mod tests;

@@ -226,6 +226,10 @@ impl WebConn {
         match &body {
             Body::SessionWelcome(_) | Body::Pong(_) => return,
             Body::Ping(p) => return self.send_hub(Body::Pong(pb::Pong { data: p.data })),
+            Body::Bye(b) if matches!(self.mode, Mode::Feed(_)) => {
+                let reason = b.reason.clone();
+                return self.feed_ended(&reason);
+            }
             Body::Bye(b) => {
                 let reason = b.reason.clone();
                 if matches!(self.mode, Mode::Rpc(_)) {
@@ -234,6 +238,9 @@ impl WebConn {
                 return self.end_session(&reason);
             }
             _ => {}
+        }
+        if matches!(self.mode, Mode::Feed(_)) {
+            return self.feed_from_hub(body);
         }
         let rid = msg::response_id(&body).filter(|r| *r != 0);
         if let Some(rid) = rid {
@@ -279,6 +286,7 @@ impl WebConn {
         }
         match self.mode {
             Mode::Rpc(_) | Mode::Stream(_) => self.ws_close(1011, why),
+            Mode::Feed(_) => self.feed_ended(why),
             Mode::Http { .. } => self.close(),
             Mode::Closed => {}
         }

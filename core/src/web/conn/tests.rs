@@ -188,7 +188,7 @@ fn parse_response(got: &str) -> (u16, String, String) {
 }
 
 /// A masked client frame.
-fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
+pub(super) fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
     let mut out = vec![first];
     let mask = [9u8, 8, 7, 6];
     match payload.len() {
@@ -208,7 +208,7 @@ fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
 }
 
 /// Server frames are unmasked: decode them by masking them with zeros.
-fn server_messages(bytes: &[u8]) -> Vec<WsMessage> {
+pub(super) fn server_messages(bytes: &[u8]) -> Vec<WsMessage> {
     let mut masked = vec![];
     let mut rest = bytes;
     while rest.len() >= 2 {
