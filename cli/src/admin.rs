@@ -95,6 +95,12 @@ enum AdminCommand {
     },
     /// Channels with owner, UDP port and members.
     Channels,
+    /// Secure-feed clients: `feed-clients add ID --public-key FILE [--user NAME]`, `list`,
+    /// `remove ID`.
+    FeedClients {
+        #[command(subcommand)]
+        action: crate::feed_clients::FeedClientsAction,
+    },
     /// The newest entries of the command log (read from the database).
     Commands {
         /// How many.
@@ -349,6 +355,9 @@ pub fn run(args: AdminArgs) -> io::Result<ExitCode> {
                 operation,
                 json_args,
             } => run_command(&mut client, agent, operation, json_args).await?,
+            AdminCommand::FeedClients { action } => {
+                crate::feed_clients::run(&mut client, action).await?
+            }
             AdminCommand::Commands { .. } => ExitCode::SUCCESS,
         };
         let _ = client.close().await;

@@ -7,6 +7,7 @@ mod certs;
 mod datadir;
 mod demo;
 mod demo_voice;
+mod feed_clients;
 mod loadgen;
 mod relay_cmd;
 mod serve;

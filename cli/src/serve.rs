@@ -98,7 +98,16 @@ pub fn run(args: ServeArgs) -> io::Result<ExitCode> {
                 let l = async_net::TcpListener::bind(addr).await.map_err(|e| {
                     io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
                 })?;
-                Some((l, WebFront::new(Some(data.web_tls()?))))
+                let (feed_key, created) =
+                    switchboard_runtime_smol::feed_keys::load_or_create(&dir)?;
+                if created {
+                    println!(
+                        "switchboard: created the secure feed's key pair; clients need {}",
+                        dir.join(switchboard_runtime_smol::feed_keys::PUBLIC_FILE)
+                            .display()
+                    );
+                }
+                Some((l, WebFront::new(Some(data.web_tls()?)).with_feed(feed_key)))
             }
         };
         let (relay, _relay_handle) = match args.relay.as_str() {

@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod client;
+pub mod feed_keys;
 pub mod operations;
 pub mod pki;
 pub mod secret;

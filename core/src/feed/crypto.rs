@@ -136,6 +136,28 @@ pub fn public_key_der(key: &RsaPublicKey) -> Vec<u8> {
         .unwrap_or_default()
 }
 
+/// A new RSA key pair of `bits` (2048 for the server).
+pub fn generate_private_key(
+    rng: &mut impl CryptoRngCore,
+    bits: usize,
+) -> Result<RsaPrivateKey, String> {
+    RsaPrivateKey::new(rng, bits).map_err(|e| format!("RSA key generation failed: {e}"))
+}
+
+/// PKCS#8 PEM of a private key.
+pub fn private_key_pem(key: &RsaPrivateKey) -> Result<String, String> {
+    use rsa::pkcs8::EncodePrivateKey;
+    key.to_pkcs8_pem(rsa::pkcs8::LineEnding::LF)
+        .map(|p| p.to_string())
+        .map_err(|e| format!("cannot encode the key: {e}"))
+}
+
+/// SubjectPublicKeyInfo PEM of a public key.
+pub fn public_key_pem(key: &RsaPublicKey) -> Result<String, String> {
+    key.to_public_key_pem(rsa::pkcs8::LineEnding::LF)
+        .map_err(|e| format!("cannot encode the key: {e}"))
+}
+
 /// A private key from PKCS#8 PEM.
 pub fn private_key_from_pem(pem: &str) -> Result<RsaPrivateKey, String> {
     RsaPrivateKey::from_pkcs8_pem(pem).map_err(|e| format!("not an RSA private key: {e}"))

@@ -28,12 +28,18 @@ pub struct WebFront {
 }
 
 impl WebFront {
-    /// Plain and (with `tls`) TLS, default limits.
+    /// Plain and (with `tls`) TLS, default limits, no secure feed.
     pub fn new(tls: Option<Arc<rustls::ServerConfig>>) -> Self {
         WebFront {
             tls,
             cfg: WebConfig::default(),
         }
+    }
+
+    /// Serves the secure feed at `/feed` with this server key.
+    pub fn with_feed(mut self, key: Arc<switchboard_core::feed::crypto::PrivateKey>) -> Self {
+        self.cfg.feed = Some(switchboard_core::feed::FeedConfig::new(key));
+        self
     }
 }
 
@@ -106,7 +112,9 @@ where
     if hub.send(accepted).await.is_err() {
         return;
     }
-    let mut web = WebConn::new(now(), cfg);
+    let mut seed = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
+    let mut web = WebConn::new(now(), cfg).with_feed_seed(seed);
     let (mut reader, mut writer) = futures_lite::io::split(stream);
     let mut buf = vec![0u8; 16 * 1024];
     let mut hub_open = true;
