@@ -86,8 +86,8 @@ fn start(cfg: WebConfig) -> Hub {
                 web: Some((
                     web,
                     WebFront {
-                        tls: Some(web_tls),
                         cfg,
+                        ..WebFront::new(Some(web_tls))
                     },
                 )),
             },

@@ -64,6 +64,10 @@ pub struct FeedConfig {
     pub signature_timeout: Duration,
     /// The 0x00 heartbeat interval for clients without a version (they give up after 4.2 s).
     pub heartbeat: Duration,
+    /// Messages per second a client may send (sustained).
+    pub rate: f64,
+    /// Messages a client may send at once.
+    pub burst: f64,
 }
 
 impl FeedConfig {
@@ -75,6 +79,8 @@ impl FeedConfig {
             hello_timeout: Duration::from_secs(10),
             signature_timeout: Duration::from_secs(10),
             heartbeat: Duration::from_secs(1),
+            rate: 50.0,
+            burst: 100.0,
         }
     }
 }
@@ -168,12 +174,18 @@ pub struct FeedConn {
     next_heartbeat: Option<Instant>,
     /// The close was emitted.
     closed: bool,
+    /// The rate limit's bucket (messages) and when it was last filled.
+    tokens: f64,
+    filled_at: Instant,
+    /// Messages refused in a row for the rate limit.
+    throttled: u32,
 }
 
 impl FeedConn {
     /// A connection whose WebSocket opened at `now`; `seed` feeds its RNG (keys, IVs,
     /// blinding): 32 bytes of OS randomness in a runtime.
     pub fn new(now: Instant, cfg: FeedConfig, seed: [u8; 32]) -> Self {
+        let burst = cfg.burst;
         FeedConn {
             deadline: Some(now + cfg.hello_timeout),
             cfg,
@@ -182,6 +194,9 @@ impl FeedConn {
             out: VecDeque::new(),
             next_heartbeat: None,
             closed: false,
+            tokens: burst,
+            filled_at: now,
+            throttled: 0,
         }
     }
 
@@ -284,6 +299,26 @@ impl FeedConn {
                 server_key,
                 last_sequence,
             } => {
+                self.state = State::Open {
+                    version,
+                    client_public,
+                    client_key,
+                    server_key,
+                    last_sequence,
+                };
+                if !self.take_token(now) {
+                    return self.throttle(version, last_sequence);
+                }
+                let State::Open {
+                    version,
+                    client_public,
+                    client_key,
+                    server_key,
+                    last_sequence,
+                } = std::mem::replace(&mut self.state, State::Closed)
+                else {
+                    return;
+                };
                 let message = Self::open_frame(version, &client_public, &client_key, data);
                 self.state = State::Open {
                     version,
@@ -321,6 +356,38 @@ impl FeedConn {
                     }),
                 }
             }
+        }
+    }
+
+    /// Takes one message's worth from the rate limit's bucket.
+    fn take_token(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.filled_at).as_secs_f64();
+        self.filled_at = now;
+        self.tokens = (self.tokens + elapsed * self.cfg.rate).min(self.cfg.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            self.throttled = 0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Over the rate limit: the message is not processed (an INBOX must be sent again with the
+    /// same sequence). Clients that know THROTTLING (version >= 4) are told so, until they
+    /// keep going for a whole burst more; the others are closed with 4009.
+    fn throttle(&mut self, version: Option<u32>, last_sequence: i64) {
+        self.throttled += 1;
+        let knows = version.unwrap_or(1) >= 4;
+        if knows && f64::from(self.throttled) <= self.cfg.burst {
+            let m = ServerMessage::Throttling {
+                level: self.throttled.min(i32::MAX as u32) as i32,
+                sequence_id: last_sequence,
+                order_id: 0,
+            };
+            self.send(&m);
+        } else {
+            self.close(close_code::RATE_LIMIT, "rate limit");
         }
     }
 

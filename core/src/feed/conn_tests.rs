@@ -431,3 +431,62 @@ fn types_above_the_client_version_are_never_sent() {
         assert!(p.fatal().is_empty(), "v{version:?}: {:?}", p.fatal());
     }
 }
+
+#[test]
+fn a_flood_is_throttled_or_closed_with_4009() {
+    // Version 4 and 5 are told THROTTLING (and the message is not processed); older clients
+    // do not know that type: closed with 4009.
+    for (version, closes) in [
+        (Some(5), false),
+        (Some(4), false),
+        (Some(3), true),
+        (None, true),
+    ] {
+        let mut p = Pair::new(version);
+        p.pump();
+        for _ in 0..120 {
+            p.client.send_rpc(1, b"{}");
+        }
+        p.pump();
+        let rpcs = p
+            .work
+            .iter()
+            .filter(|w| matches!(w, FeedOutput::Rpc { .. }))
+            .count();
+        assert_eq!(rpcs, 100, "v{version:?}: the burst passes");
+        let throttled = p
+            .messages()
+            .iter()
+            .filter(|m| {
+                matches!(
+                    m,
+                    ServerMessage::Throttling {
+                        sequence_id: 41,
+                        ..
+                    }
+                )
+            })
+            .count();
+        if closes {
+            assert_eq!(
+                p.closed.as_ref().map(|c| c.0),
+                Some(close_code::RATE_LIMIT),
+                "v{version:?}"
+            );
+            assert_eq!(throttled, 0);
+        } else {
+            assert_eq!(throttled, 20, "v{version:?}");
+            assert_eq!(p.closed, None);
+            // A second later the bucket has refilled.
+            p.now += Duration::from_secs(1);
+            p.client.send_inbox(b"{}", None);
+            p.pump();
+            assert!(
+                p.work
+                    .iter()
+                    .any(|w| matches!(w, FeedOutput::Inbox { sequence: 42, .. }))
+            );
+        }
+        assert!(p.fatal().is_empty(), "v{version:?}: {:?}", p.fatal());
+    }
+}

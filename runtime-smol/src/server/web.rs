@@ -25,6 +25,45 @@ pub struct WebFront {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Limits and deadlines.
     pub cfg: WebConfig,
+    /// Connections per client address: each may do one secure-feed handshake (an RSA
+    /// decryption), so this bounds the RSA work an address can cause.
+    pub limiter: Arc<AddrLimiter>,
+}
+
+/// At most `max` connections per address in any `window` (fixed windows).
+#[derive(Debug)]
+pub struct AddrLimiter {
+    max: u32,
+    window: Duration,
+    seen: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (Instant, u32)>>,
+}
+
+impl AddrLimiter {
+    /// `max` connections per address per `window`.
+    pub fn new(max: u32, window: Duration) -> Self {
+        AddrLimiter {
+            max,
+            window,
+            seen: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// Whether a connection from `ip` at `now` is within the limit (and counts it).
+    pub fn allow(&self, ip: std::net::IpAddr, now: Instant) -> bool {
+        let Ok(mut seen) = self.seen.lock() else {
+            return true;
+        };
+        if seen.len() > 100_000 {
+            let window = self.window;
+            seen.retain(|_, (start, _)| now.saturating_duration_since(*start) < window);
+        }
+        let entry = seen.entry(ip).or_insert((now, 0));
+        if now.saturating_duration_since(entry.0) >= self.window {
+            *entry = (now, 0);
+        }
+        entry.1 += 1;
+        entry.1 <= self.max
+    }
 }
 
 impl WebFront {
@@ -33,6 +72,7 @@ impl WebFront {
         WebFront {
             tls,
             cfg: WebConfig::default(),
+            limiter: Arc::new(AddrLimiter::new(60, Duration::from_secs(10))),
         }
     }
 
@@ -56,6 +96,9 @@ pub(super) async fn web_connection(
     front: WebFront,
     hub: Sender<Input>,
 ) {
+    if !front.limiter.allow(addr.ip(), now()) {
+        return tracing::info!(%addr, "web: connection rate limit of the address, refused");
+    }
     let deadline = front.cfg.request_timeout;
     let mut first = [0u8; 1];
     let peeked = async { Some(tcp.peek(&mut first).await) }
@@ -180,4 +223,21 @@ where
         let _ = writer.flush().await;
     }
     let _ = hub.send(Input::Closed { conn }).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_limiter_counts_per_address_and_window() {
+        let l = AddrLimiter::new(3, Duration::from_secs(10));
+        let t = Instant::now();
+        let a: std::net::IpAddr = "10.0.0.1".parse().expect("ip");
+        let b: std::net::IpAddr = "10.0.0.2".parse().expect("ip");
+        assert!((0..3).all(|_| l.allow(a, t)));
+        assert!(!l.allow(a, t + Duration::from_secs(9)));
+        assert!(l.allow(b, t), "another address has its own count");
+        assert!(l.allow(a, t + Duration::from_secs(10)), "a new window");
+    }
 }
