@@ -393,3 +393,74 @@ fn shutdown_closes_with_1012_and_v1_is_never_pinged() {
         );
     }
 }
+
+#[test]
+fn resume_after_disconnects_at_random_points_has_no_gap_and_no_repeat() {
+    use rand_core::{RngCore, SeedableRng};
+    for seed in 1..=6u64 {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let mut n = Net::new();
+        let mut id = 1;
+        // The OUTBOX orders of each connection, and the order each resumed after.
+        let mut segments: Vec<Vec<i64>> = vec![];
+        let mut resumed: BTreeMap<u64, i64> = BTreeMap::new();
+        let mut from = 0;
+        n.connect(id, Some(5), from);
+        for step in 0..40 {
+            match rng.next_u32() % 5 {
+                0 => {
+                    // The connection drops now, with whatever was in flight.
+                    let got = n.outbox_orders(id);
+                    from = got.last().copied().unwrap_or(from);
+                    segments.push(got);
+                    n.sides.remove(&id);
+                    n.hub.handle_closed(n.now, ConnId(id));
+                    n.pump();
+                    id += 1;
+                    let version = [None, Some(2), Some(5)][(rng.next_u32() % 3) as usize];
+                    n.connect(id, version, from);
+                    resumed.insert(id, from);
+                }
+                1 if step % 2 == 0 => {
+                    // Sent, and the connection drops before anything is read back.
+                    n.side(id)
+                        .client
+                        .send_inbox(br#"{"@type": "CreateChannelRequest"}"#, None);
+                    let m = n.side(id).client.outgoing.pop_front().expect("frame");
+                    let now = n.now;
+                    n.side(id).web.handle_socket(now, &client_frame(0x82, &m));
+                }
+                _ => {
+                    n.side(id)
+                        .client
+                        .send_inbox(br#"{"@type": "CreateChannelRequest"}"#, None);
+                    n.pump();
+                }
+            }
+        }
+        n.pump();
+        segments.push(n.outbox_orders(id));
+        // Each connection's OUTBOX starts right after what the client had seen, in order.
+        let mut all: Vec<i64> = vec![];
+        for (i, orders) in segments.iter().enumerate() {
+            let conn = i as u64 + 1;
+            let after = resumed.get(&conn).copied().unwrap_or(0);
+            assert!(
+                orders.iter().all(|o| *o > after),
+                "seed {seed}: {orders:?} after {after}"
+            );
+            assert!(
+                orders.windows(2).all(|w| w[0] < w[1]),
+                "seed {seed}: {orders:?}"
+            );
+            all.extend(orders);
+        }
+        assert!(
+            all.windows(2).all(|w| w[0] < w[1]),
+            "seed {seed}: a repeat in {all:?}"
+        );
+        n.connect(99, Some(5), 0);
+        assert_eq!(n.outbox_orders(99), all, "seed {seed}: a gap");
+        assert!(all.len() > 10, "seed {seed}: {all:?}");
+    }
+}
