@@ -177,8 +177,6 @@ pub struct FeedConn {
     /// The rate limit's bucket (messages) and when it was last filled.
     tokens: f64,
     filled_at: Instant,
-    /// Messages refused in a row for the rate limit.
-    throttled: u32,
 }
 
 impl FeedConn {
@@ -196,7 +194,6 @@ impl FeedConn {
             closed: false,
             tokens: burst,
             filled_at: now,
-            throttled: 0,
         }
     }
 
@@ -306,9 +303,12 @@ impl FeedConn {
                     server_key,
                     last_sequence,
                 };
-                if !self.take_token(now) {
-                    return self.throttle(version, last_sequence);
+                let tokens = self.take_token(now);
+                if tokens < -self.cfg.burst {
+                    // A whole burst over the limit (throttling ignored, or not known).
+                    return self.close(close_code::RATE_LIMIT, "rate limit");
                 }
+                let slow_down = tokens < 0.0 && version.unwrap_or(1) >= 4;
                 let State::Open {
                     version,
                     client_public,
@@ -355,40 +355,28 @@ impl FeedConn {
                         json: m.json,
                     }),
                 }
+                if slow_down {
+                    // The real client waits `level` milliseconds before its next INBOX: the
+                    // time for the bucket to hold a message again.
+                    let wait_ms = (-tokens / self.cfg.rate * 1000.0).ceil().max(1.0);
+                    let m = ServerMessage::Throttling {
+                        level: wait_ms.min(f64::from(i32::MAX)) as i32,
+                        sequence_id: m.id,
+                        order_id: 0,
+                    };
+                    self.send(&m);
+                }
             }
         }
     }
 
-    /// Takes one message's worth from the rate limit's bucket.
-    fn take_token(&mut self, now: Instant) -> bool {
+    /// Takes one message's worth from the rate limit's bucket (it may go below zero: the
+    /// message is still processed, the client is asked to slow down).
+    fn take_token(&mut self, now: Instant) -> f64 {
         let elapsed = now.saturating_duration_since(self.filled_at).as_secs_f64();
         self.filled_at = now;
-        self.tokens = (self.tokens + elapsed * self.cfg.rate).min(self.cfg.burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            self.throttled = 0;
-            true
-        } else {
-            false
-        }
-    }
-
-    /// Over the rate limit: the message is not processed (an INBOX must be sent again with the
-    /// same sequence). Clients that know THROTTLING (version >= 4) are told so, until they
-    /// keep going for a whole burst more; the others are closed with 4009.
-    fn throttle(&mut self, version: Option<u32>, last_sequence: i64) {
-        self.throttled += 1;
-        let knows = version.unwrap_or(1) >= 4;
-        if knows && f64::from(self.throttled) <= self.cfg.burst {
-            let m = ServerMessage::Throttling {
-                level: self.throttled.min(i32::MAX as u32) as i32,
-                sequence_id: last_sequence,
-                order_id: 0,
-            };
-            self.send(&m);
-        } else {
-            self.close(close_code::RATE_LIMIT, "rate limit");
-        }
+        self.tokens = (self.tokens + elapsed * self.cfg.rate).min(self.cfg.burst) - 1.0;
+        self.tokens
     }
 
     fn open_frame(

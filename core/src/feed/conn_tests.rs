@@ -433,19 +433,15 @@ fn types_above_the_client_version_are_never_sent() {
 }
 
 #[test]
-fn a_flood_is_throttled_or_closed_with_4009() {
-    // Version 4 and 5 are told THROTTLING (and the message is not processed); older clients
-    // do not know that type: closed with 4009.
-    for (version, closes) in [
-        (Some(5), false),
-        (Some(4), false),
-        (Some(3), true),
-        (None, true),
-    ] {
+fn a_flood_is_throttled_then_closed_with_4009() {
+    // Over the rate every message is still processed (the real client does not send a
+    // throttled message again); versions 4 and 5 are told to wait, in milliseconds. A client
+    // that keeps going a whole burst past the limit is closed with 4009.
+    for version in [Some(5), Some(4), Some(3), None] {
         let mut p = Pair::new(version);
         p.pump();
-        for _ in 0..120 {
-            p.client.send_rpc(1, b"{}");
+        for i in 0..120 {
+            p.client.send_rpc(i, b"{}");
         }
         p.pump();
         let rpcs = p
@@ -453,40 +449,56 @@ fn a_flood_is_throttled_or_closed_with_4009() {
             .iter()
             .filter(|w| matches!(w, FeedOutput::Rpc { .. }))
             .count();
-        assert_eq!(rpcs, 100, "v{version:?}: the burst passes");
-        let throttled = p
+        assert_eq!(rpcs, 120, "v{version:?}: all processed");
+        let waits: Vec<i32> = p
             .messages()
             .iter()
-            .filter(|m| {
-                matches!(
-                    m,
-                    ServerMessage::Throttling {
-                        sequence_id: 41,
-                        ..
-                    }
-                )
+            .filter_map(|m| match m {
+                ServerMessage::Throttling {
+                    level, sequence_id, ..
+                } if *sequence_id >= 100 => Some(*level),
+                _ => None,
             })
-            .count();
-        if closes {
-            assert_eq!(
-                p.closed.as_ref().map(|c| c.0),
-                Some(close_code::RATE_LIMIT),
-                "v{version:?}"
-            );
-            assert_eq!(throttled, 0);
+            .collect();
+        if version >= Some(4) {
+            assert_eq!(waits.len(), 20, "v{version:?}");
+            assert_eq!(waits[0], 20, "one message short: 1/50 s");
+            assert_eq!(waits[19], 400);
         } else {
-            assert_eq!(throttled, 20, "v{version:?}");
-            assert_eq!(p.closed, None);
-            // A second later the bucket has refilled.
-            p.now += Duration::from_secs(1);
-            p.client.send_inbox(b"{}", None);
-            p.pump();
-            assert!(
-                p.work
-                    .iter()
-                    .any(|w| matches!(w, FeedOutput::Inbox { sequence: 42, .. }))
-            );
+            assert!(waits.is_empty());
         }
+        assert_eq!(p.closed, None, "v{version:?}");
+        for i in 0..100 {
+            p.client.send_rpc(1000 + i, b"{}");
+        }
+        p.pump();
+        assert_eq!(
+            p.closed.as_ref().map(|c| c.0),
+            Some(close_code::RATE_LIMIT),
+            "v{version:?}"
+        );
         assert!(p.fatal().is_empty(), "v{version:?}: {:?}", p.fatal());
     }
+    // A second later the bucket has refilled.
+    let mut p = Pair::new(Some(5));
+    p.pump();
+    for i in 0..150 {
+        p.client.send_rpc(i, b"{}");
+    }
+    p.pump();
+    p.now += Duration::from_secs(2);
+    p.client.send_inbox(b"{}", None);
+    p.pump();
+    assert!(
+        p.work
+            .iter()
+            .any(|w| matches!(w, FeedOutput::Inbox { sequence: 42, .. }))
+    );
+    assert!(!p.messages().iter().any(|m| matches!(
+        m,
+        ServerMessage::Throttling {
+            sequence_id: 42,
+            ..
+        }
+    )));
 }
