@@ -46,7 +46,8 @@ enum Waiting {
 #[derive(Debug)]
 pub(super) struct FeedBridge {
     pub(super) conn: FeedConn,
-    waiting: BTreeMap<u64, Waiting>,
+    /// Native requests in flight, with when they are given up.
+    waiting: BTreeMap<u64, (Waiting, Instant)>,
     client_id: String,
 }
 
@@ -171,14 +172,55 @@ impl WebConn {
 
     fn feed_request(&mut self, w: Waiting) -> u64 {
         let rid = self.take_request_id();
+        let deadline = self.now + self.cfg.call_timeout;
         if let Some(f) = &mut self.feed {
-            f.waiting.insert(rid, w);
+            f.waiting.insert(rid, (w, deadline));
         }
         rid
     }
 
     fn waiting_remove(&mut self, rid: u64) -> Option<Waiting> {
-        self.feed.as_mut().and_then(|f| f.waiting.remove(&rid))
+        self.feed
+            .as_mut()
+            .and_then(|f| f.waiting.remove(&rid))
+            .map(|(w, _)| w)
+    }
+
+    /// The earliest deadline of a request in flight.
+    pub(super) fn feed_deadline(&self) -> Option<Instant> {
+        self.feed
+            .as_ref()
+            .and_then(|f| f.waiting.values().map(|(_, d)| *d).min())
+    }
+
+    /// Requests the hub did not answer in time: an RPC gets an error answer (every RPC is
+    /// answered); a handshake step closes the connection.
+    pub(super) fn feed_expire(&mut self, now: Instant) {
+        let Some(f) = &mut self.feed else {
+            return;
+        };
+        let expired: Vec<u64> = f
+            .waiting
+            .iter()
+            .filter(|(_, (_, d))| *d <= now)
+            .map(|(rid, _)| *rid)
+            .collect();
+        for rid in expired {
+            match self.waiting_remove(rid) {
+                Some(Waiting::Rpc(request_id)) => self.feed_send(ServerMessage::RpcResponse {
+                    request_id,
+                    json: error_json(
+                        jsonrpc::INTERNAL_ERROR,
+                        "the hub did not answer in time",
+                        None,
+                    ),
+                }),
+                Some(Waiting::Lookup | Waiting::Login { .. }) => {
+                    self.feed_fail(close_code::POLICY, UNIFORM_ERROR)
+                }
+                _ => {}
+            }
+        }
     }
 
     fn feed_send(&mut self, m: ServerMessage) {

@@ -464,3 +464,32 @@ fn resume_after_disconnects_at_random_points_has_no_gap_and_no_repeat() {
         assert!(all.len() > 10, "seed {seed}: {all:?}");
     }
 }
+
+#[test]
+fn an_rpc_the_hub_does_not_answer_still_gets_an_answer() {
+    let mut n = Net::new();
+    n.connect(1, Some(5), 0);
+    // The call reaches the WebConn, but its request never reaches the hub.
+    n.side(1)
+        .client
+        .send_rpc(9, br#"{"@type": "ListChannelsRequest"}"#);
+    let m = n.side(1).client.outgoing.pop_front().expect("frame");
+    let now = n.now;
+    n.side(1).web.handle_socket(now, &client_frame(0x82, &m));
+    while n.side(1).web.poll_output().is_some() {}
+    n.now += std::time::Duration::from_secs(61);
+    let now = n.now;
+    n.side(1).web.handle_timeout(now);
+    n.pump();
+    let answer = n.messages(1).into_iter().find_map(|m| match m {
+        ServerMessage::RpcResponse {
+            request_id: 9,
+            json,
+        } => serde_json::from_slice::<serde_json::Value>(&json).ok(),
+        _ => None,
+    });
+    assert_eq!(
+        answer.map(|a| a["error"]["code"].clone()),
+        Some(serde_json::json!(-32603))
+    );
+}

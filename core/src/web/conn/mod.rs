@@ -217,7 +217,11 @@ impl WebConn {
         }
         let calls = self.pending.values().map(|p| p.deadline).min();
         let feed = self.feed.as_ref().and_then(|f| f.conn.poll_timeout());
-        [self.deadline, calls, feed].into_iter().flatten().min()
+        let feed_calls = self.feed_deadline();
+        [self.deadline, calls, feed, feed_calls]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Bytes from the client.
@@ -296,6 +300,7 @@ impl WebConn {
         if let Some(f) = &mut self.feed {
             f.conn.handle_timeout(now);
             self.drain_feed();
+            self.feed_expire(now);
         }
         if self.deadline.is_none_or(|d| d > now) {
             return;
