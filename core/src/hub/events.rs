@@ -137,8 +137,9 @@ impl Hub {
         }
     }
 
-    /// Gives a loggable event its order: queues its Persist first, then the event and what
-    /// subscribers are sent, ahead of the rest of the queue. Returns the Persist.
+    /// Gives a loggable event its order: its Persist comes out first (returned), then the event
+    /// (ahead of the rest of the queue), and subscribers' notices after what is queued already
+    /// (a subscriber's replay may be queued: notices keep the log's order).
     pub(crate) fn order_event(&mut self, e: HubEvent) -> HubAction {
         let Some((kind, mut value, scope)) = scope_of(&e) else {
             return HubAction::Event(e);
@@ -170,11 +171,13 @@ impl Hub {
                 before_order: self.log.first_order,
             }));
         }
+        self.out.extend(rest);
+        // Subscribers' notices go after what is queued already: a subscriber may have notices
+        // of older events queued (its replay), and a session's messages keep their order.
         let subs: Vec<ConnId> = self.subs.keys().copied().collect();
         for conn in subs {
             self.pump_sub(conn);
         }
-        self.out.extend(rest);
         HubAction::Persist(Change::EventLogged(rec))
     }
 

@@ -33,7 +33,12 @@ impl World {
             .enumerate()
             .filter(|(i, _)| !self.frozen.contains(i))
             .filter_map(|(_, n)| n.poll_timeout());
-        [self.net.next_delivery(), hub, verify]
+        let web = self
+            .web_conns
+            .values()
+            .filter_map(|w| w.poll_timeout())
+            .min();
+        [self.net.next_delivery(), hub, verify, web]
             .into_iter()
             .flatten()
             .chain(nodes)
@@ -119,6 +124,19 @@ impl World {
             hub.handle_timeout(now);
             self.pump_hub();
         }
+        let due: Vec<ConnId> = self
+            .web_conns
+            .iter()
+            .filter(|(_, w)| w.poll_timeout().is_some_and(|t| t <= now))
+            .map(|(c, _)| *c)
+            .collect();
+        for conn in due {
+            if let Some(w) = self.web_conns.get_mut(&conn) {
+                w.handle_timeout(now);
+            }
+            self.pump_web(now, conn);
+            self.pump_hub();
+        }
         for id in 0..self.nodes.len() {
             if self.frozen.contains(&id) {
                 continue;
@@ -165,10 +183,27 @@ impl World {
                 {
                     hub.accept(now, conn, rec.peer.clone());
                     self.set_hub_side(conn, HubSide::Open);
+                    if rec.peer.web {
+                        let mut seed = [0u8; 32];
+                        self.rng.fill(&mut seed);
+                        let web = switchboard_core::web::WebConn::new(now, self.web_cfg.clone())
+                            .with_feed_seed(seed);
+                        self.web_conns.insert(conn, web);
+                    }
                     if let Some(r) = self.conns.get_mut(&conn) {
                         r.accepted = Some(now);
                     }
                     self.record(&format!("hub accepts {conn:?} {:?}", rec.peer));
+                    self.pump_hub();
+                }
+            }
+            (Dir::ToHub, Payload::Bytes(b)) if self.web_conns.contains_key(&conn) => {
+                if rec.hub == HubSide::Open
+                    && let Some(w) = self.web_conns.get_mut(&conn)
+                {
+                    w.handle_socket(now, &b);
+                    self.record(&format!("{conn:?} -> web face {}B", b.len()));
+                    self.pump_web(now, conn);
                     self.pump_hub();
                 }
             }
@@ -183,6 +218,7 @@ impl World {
             }
             (Dir::ToHub, Payload::Fin | Payload::Reset) => {
                 self.record(&format!("{conn:?} -> hub FIN"));
+                self.web_conns.remove(&conn);
                 if rec.hub == HubSide::Open
                     && let Some(hub) = self.hub.as_mut()
                 {
@@ -219,6 +255,39 @@ impl World {
             }
         }
         self.node_outs(node, out);
+    }
+
+    /// Performs what a web connection's WebConn asks: bytes to the client, native bytes into
+    /// the hub (whose actions the caller drains), a close.
+    fn pump_web(&mut self, now: Instant, conn: ConnId) {
+        while let Some(o) = self.web_conns.get_mut(&conn).and_then(|w| w.poll_output()) {
+            match o {
+                switchboard_core::web::WebOutput::Socket(b) => {
+                    if self.conns.get(&conn).map(|r| r.hub) == Some(HubSide::Open) {
+                        self.record(&format!("web face -> {conn:?} {}B", b.len()));
+                        self.net.send(now, conn, Dir::ToPeer, &b);
+                    }
+                }
+                switchboard_core::web::WebOutput::Hub(b) => {
+                    if let Some(hub) = self.hub.as_mut() {
+                        hub.handle_input(now, conn, &b);
+                    }
+                }
+                switchboard_core::web::WebOutput::Close => {
+                    self.record(&format!("web face closes {conn:?}"));
+                    self.web_conns.remove(&conn);
+                    if let Some(hub) = self.hub.as_mut() {
+                        hub.handle_closed(now, conn);
+                    }
+                    self.checker.hub_told_closed(conn);
+                    if self.conns.get(&conn).map(|r| r.hub) == Some(HubSide::Open) {
+                        self.set_hub_side(conn, HubSide::Gone);
+                        self.net.fin(now, conn, Dir::ToPeer);
+                    }
+                    return;
+                }
+            }
+        }
     }
 
     fn set_hub_side(&mut self, conn: ConnId, side: HubSide) {
@@ -308,6 +377,11 @@ impl World {
                         .hub_sent(conn, &bytes, &self.store)
                         .unwrap_or_else(|e| panic!("{e}"));
                     self.record(&format!("hub writes {conn:?} {}B {labels:?}", bytes.len()));
+                    if let Some(w) = self.web_conns.get_mut(&conn) {
+                        w.handle_hub(now, &bytes);
+                        self.pump_web(now, conn);
+                        continue;
+                    }
                     match self.conns.get(&conn).map(|r| r.hub) {
                         Some(HubSide::Open) => self.net.send(now, conn, Dir::ToPeer, &bytes),
                         Some(_) => {} // the peer is gone: the write fails, as on a socket
@@ -319,7 +393,12 @@ impl World {
                         .hub_closed(conn)
                         .unwrap_or_else(|e| panic!("{e}"));
                     self.record(&format!("hub closes {conn:?}: {reason}"));
-                    self.hub_closes.push((now, conn, reason));
+                    self.hub_closes.push((now, conn, reason.clone()));
+                    if let Some(w) = self.web_conns.get_mut(&conn) {
+                        w.handle_hub_closed(&reason.to_string());
+                        self.pump_web(now, conn);
+                        continue;
+                    }
                     if self.conns.get(&conn).map(|r| r.hub) == Some(HubSide::Open) {
                         self.set_hub_side(conn, HubSide::Gone);
                         self.net.fin(now, conn, Dir::ToPeer);

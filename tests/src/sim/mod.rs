@@ -31,6 +31,7 @@ pub mod certs;
 pub mod check;
 pub mod clock;
 pub mod drive;
+pub mod feed;
 pub mod net;
 pub mod node;
 pub mod operator;

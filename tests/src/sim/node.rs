@@ -32,6 +32,8 @@ pub enum Node {
     Operator(OperatorNode),
     /// A peer that writes chosen bytes and records what comes back.
     Raw(RawNode),
+    /// A secure-feed client (through the web face).
+    Feed(super::feed::FeedNode),
 }
 
 impl Node {
@@ -41,7 +43,13 @@ impl Node {
             Node::Agent(a) => a.cert_name.clone(),
             Node::Operator(o) => o.cert_name.clone(),
             Node::Raw(r) => r.cert_name.clone(),
+            Node::Feed(_) => None,
         }
+    }
+
+    /// Whether it connects to the web face (no certificate; a WebConn on the hub's side).
+    pub fn is_web(&self) -> bool {
+        matches!(self, Node::Feed(_))
     }
 
     /// The certificate it presents, if the scenario models one.
@@ -58,6 +66,7 @@ impl Node {
             Node::Agent(a) => a.poll_timeout(),
             Node::Operator(o) => o.poll_timeout(),
             Node::Raw(r) => r.poll_timeout(),
+            Node::Feed(f) => f.poll_timeout(),
         }
     }
 
@@ -66,6 +75,7 @@ impl Node {
             Node::Agent(a) => a.handle_timeout(now, out),
             Node::Operator(o) => o.handle_timeout(now, out),
             Node::Raw(r) => r.handle_timeout(now, out),
+            Node::Feed(f) => f.handle_timeout(now, out),
         }
     }
 
@@ -75,6 +85,7 @@ impl Node {
             Node::Agent(a) => a.connecting(now, conn),
             Node::Operator(o) => o.conn = Some(conn),
             Node::Raw(r) => r.conn = Some(conn),
+            Node::Feed(f) => f.conn = Some(conn),
         }
     }
 
@@ -89,6 +100,7 @@ impl Node {
             Node::Agent(a) => a.established(now, conn, seed, out),
             Node::Operator(o) => o.established(now, conn, seed, out),
             Node::Raw(r) => r.established(now, conn, out),
+            Node::Feed(f) => f.established(now, conn, seed, out),
         }
     }
 
@@ -97,6 +109,7 @@ impl Node {
             Node::Agent(a) => a.input(now, conn, bytes, out),
             Node::Operator(o) => o.input(now, conn, bytes, out),
             Node::Raw(r) => r.input(conn, bytes),
+            Node::Feed(f) => f.input(now, conn, bytes, out),
         }
     }
 
@@ -112,6 +125,7 @@ impl Node {
             Node::Agent(a) => a.transport_closed(now, conn, why, out),
             Node::Operator(o) => o.transport_closed(now, conn, why, out),
             Node::Raw(r) => r.transport_closed(now, conn, why),
+            Node::Feed(f) => f.transport_closed(now, conn, why),
         }
     }
 }

@@ -92,6 +92,10 @@ pub struct World {
     /// The CA of certificate scenarios.
     pub ca: super::SimCa,
     pub(crate) reads: Vec<(ConnId, Vec<switchboard_core::hub::EventRecord>)>,
+    /// The web face's settings (`/feed` needs a server key); web connections use them.
+    pub web_cfg: switchboard_core::web::WebConfig,
+    /// The hub side of each web connection (part of the hub's process).
+    pub(crate) web_conns: BTreeMap<ConnId, switchboard_core::web::WebConn>,
     pub(crate) signed: Vec<(
         switchboard_core::hub::SignTicket,
         Result<switchboard_core::hub::SignedCertificate, String>,
@@ -131,6 +135,8 @@ impl World {
             ca: super::SimCa::default(),
             signed: vec![],
             reads: vec![],
+            web_cfg: switchboard_core::web::WebConfig::default(),
+            web_conns: BTreeMap::new(),
         };
         w.start_hub();
         w
@@ -190,6 +196,7 @@ impl World {
         }
         self.record("hub stopped");
         self.verifications.clear();
+        self.web_conns.clear();
         let now = self.now();
         for (conn, rec) in self.conns.iter_mut() {
             if matches!(rec.hub, HubSide::Handshake | HubSide::Open) {
@@ -405,6 +412,61 @@ impl World {
         self.agent_mut(node).revive(at);
     }
 
+    /// Adds a secure-feed client of `version` (its key pair `key`, the server's public key
+    /// `server`); it connects now and reconnects a second after losing its connection.
+    pub fn spawn_feed(
+        &mut self,
+        client_id: &str,
+        key: switchboard_core::feed::crypto::PrivateKey,
+        server: switchboard_core::feed::crypto::PublicKey,
+        version: Option<u32>,
+    ) -> NodeId {
+        let f = super::feed::FeedNode::new(client_id, key, server, version);
+        let n = self.push_node(Node::Feed(f));
+        self.record(&format!(
+            "spawn feed client {client_id} v{version:?} as node {n}"
+        ));
+        self.node_outs(n, vec![Out::Connect]);
+        n
+    }
+
+    /// A feed client node.
+    pub fn feed(&self, id: NodeId) -> &super::feed::FeedNode {
+        match &self.nodes[id] {
+            Node::Feed(f) => f,
+            _ => panic!("node {id} is not a feed client"),
+        }
+    }
+
+    /// A feed client node, to change.
+    pub fn feed_mut(&mut self, id: NodeId) -> &mut super::feed::FeedNode {
+        match &mut self.nodes[id] {
+            Node::Feed(f) => f,
+            _ => panic!("node {id} is not a feed client"),
+        }
+    }
+
+    /// A feed client sends an INBOX payload (now if its handshake is done, else once it is).
+    pub fn feed_inbox(&mut self, id: NodeId, payload: &[u8]) {
+        let mut out = vec![];
+        self.feed_mut(id).send_inbox(payload, &mut out);
+        self.node_outs(id, out);
+    }
+
+    /// A feed client's connection is cut (both directions, no FIN): it notices by itself only
+    /// through the hub's close, or not at all; here it is told at once and reconnects.
+    pub fn feed_drop(&mut self, id: NodeId) {
+        let now = self.now();
+        let Some(conn) = self.feed(id).conn else {
+            return;
+        };
+        self.record(&format!("feed client {id}: connection {conn:?} cut"));
+        self.net.peer_gone(now, conn);
+        let mut out = vec![];
+        self.nodes[id].transport_closed(now, conn, "cut", &mut out);
+        self.node_outs(id, out);
+    }
+
     /// An operator's process exits: its kernel closes its connection (FIN) and it hears
     /// nothing more (operators do not reconnect: spawn another).
     pub fn hang_up(&mut self, op: NodeId) {
@@ -506,7 +568,7 @@ impl World {
                     addr,
                     cert_name,
                     cert,
-                    web: false,
+                    web: self.nodes[node].is_web(),
                 },
                 hub: HubSide::Dialing,
                 accepted: None,
