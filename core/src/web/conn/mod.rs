@@ -623,4 +623,6 @@ mod rpc;
 #[cfg(test)]
 mod feed_tests;
 #[cfg(test)]
+mod parity_tests;
+#[cfg(test)]
 mod tests;

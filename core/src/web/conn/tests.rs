@@ -18,15 +18,15 @@ const WALL: i64 = 1_700_000_000_000;
 const SECRET: &[u8] = b"12345678901234567890";
 const CONN: ConnId = ConnId(1);
 
-struct Pair {
-    hub: Hub,
-    web: WebConn,
-    now: Instant,
-    base: Instant,
+pub(super) struct Pair {
+    pub(super) hub: Hub,
+    pub(super) web: WebConn,
+    pub(super) now: Instant,
+    pub(super) base: Instant,
     /// Bytes the client received.
-    client: Vec<u8>,
-    closed: bool,
-    hub_closed: bool,
+    pub(super) client: Vec<u8>,
+    pub(super) closed: bool,
+    pub(super) hub_closed: bool,
 }
 
 fn user(uid: u64, name: &str, perms: Permissions) -> UserRecord {
@@ -41,7 +41,7 @@ fn user(uid: u64, name: &str, perms: Permissions) -> UserRecord {
 }
 
 /// A hub with an admin, a user without permissions and an agent.
-fn default_hub(now: Instant) -> Hub {
+pub(super) fn default_hub(now: Instant) -> Hub {
     let mut hub = Hub::new(HubConfig::default(), 1, now, WALL);
     hub.load(
         StoredState {
@@ -58,13 +58,13 @@ fn default_hub(now: Instant) -> Hub {
 }
 
 impl Pair {
-    fn new(hub: Option<Hub>) -> Pair {
+    pub(super) fn new(hub: Option<Hub>) -> Pair {
         let now = Instant::now();
         let hub = hub.unwrap_or_else(|| default_hub(now));
         Pair::connect(hub, now, now)
     }
 
-    fn connect(mut hub: Hub, base: Instant, now: Instant) -> Pair {
+    pub(super) fn connect(mut hub: Hub, base: Instant, now: Instant) -> Pair {
         hub.accept(
             now,
             CONN,
@@ -82,7 +82,7 @@ impl Pair {
     }
 
     /// Moves bytes between the two machines until both are quiet; passwords: "right".
-    fn pump(&mut self) {
+    pub(super) fn pump(&mut self) {
         for _ in 0..16 {
             let mut moved = false;
             while let Some(o) = self.web.poll_output() {
@@ -124,29 +124,29 @@ impl Pair {
         }
     }
 
-    fn send(&mut self, bytes: &[u8]) {
+    pub(super) fn send(&mut self, bytes: &[u8]) {
         self.web.handle_socket(self.now, bytes);
         self.pump();
     }
 
-    fn advance(&mut self, d: Duration) {
+    pub(super) fn advance(&mut self, d: Duration) {
         self.now += d;
         self.web.handle_timeout(self.now);
         self.hub.handle_timeout(self.now);
         self.pump();
     }
 
-    fn take_client(&mut self) -> Vec<u8> {
+    pub(super) fn take_client(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.client)
     }
 
-    fn code(&self) -> u32 {
+    pub(super) fn code(&self) -> u32 {
         let secs = (WALL + (self.now - self.base).as_millis() as i64) / 1000;
         totp::code_at(SECRET, secs as u64)
     }
 
     /// POSTs `body` to /rpc; returns the status line, headers and the body of the response.
-    fn post(&mut self, body: &str, extra: &str) -> (u16, String, String) {
+    pub(super) fn post(&mut self, body: &str, extra: &str) -> (u16, String, String) {
         let req = format!(
             "POST /rpc HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\n\r\n{body}",
             body.len()
@@ -156,7 +156,7 @@ impl Pair {
         parse_response(&got)
     }
 
-    fn upgrade(&mut self, path: &str, extra: &str) -> String {
+    pub(super) fn upgrade(&mut self, path: &str, extra: &str) -> String {
         let req = format!(
             "GET {path} HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
         );
@@ -165,12 +165,12 @@ impl Pair {
     }
 
     /// Sends a text frame and returns the text frames that came back.
-    fn ws_call(&mut self, text: &str) -> Vec<Value> {
+    pub(super) fn ws_call(&mut self, text: &str) -> Vec<Value> {
         self.send(&client_frame(0x81, text.as_bytes()));
         self.ws_texts()
     }
 
-    fn ws_texts(&mut self) -> Vec<Value> {
+    pub(super) fn ws_texts(&mut self) -> Vec<Value> {
         server_messages(&self.take_client())
             .into_iter()
             .filter_map(|m| match m {
@@ -563,278 +563,5 @@ fn the_end_of_the_hub_session_fails_what_is_pending() {
         got.iter()
             .any(|m| matches!(m, WsMessage::Close(Some((1011, _))))),
         "{got:?}"
-    );
-}
-
-/// A native session (certificate "admin") on a hub of its own, for comparisons.
-struct Native {
-    hub: Hub,
-    op: crate::session::ClientSession,
-    now: Instant,
-}
-
-impl Native {
-    fn new(now: Instant) -> Native {
-        let mut hub = default_hub(now);
-        hub.accept(
-            now,
-            ConnId(2),
-            PeerInfo::named("10.0.0.8:1".parse().expect("addr"), "admin"),
-        );
-        let op =
-            crate::session::ClientSession::new(now, crate::link::LinkConfig::default(), "t", 9);
-        let mut n = Native { hub, op, now };
-        n.pump();
-        assert!(n.op.is_open());
-        n
-    }
-
-    fn pump(&mut self) -> Vec<Body> {
-        use crate::machine::Action;
-        use crate::session::ClientEvent;
-        let mut got = vec![];
-        for _ in 0..8 {
-            while let Some(a) = self.op.poll_action() {
-                match a {
-                    Action::Send(b) => self.hub.handle_input(self.now, ConnId(2), &b),
-                    Action::Event(ClientEvent::Message(m)) => got.push(m),
-                    _ => {}
-                }
-            }
-            while let Some(a) = self.hub.poll_action() {
-                match a {
-                    HubAction::Send { bytes, .. } => self.op.handle_input(self.now, &bytes),
-                    HubAction::VerifySecret {
-                        ticket,
-                        secret_hash,
-                        secret,
-                    } => self.hub.handle_verified(
-                        self.now,
-                        ticket,
-                        secret_hash.is_some() && secret == "right",
-                    ),
-                    _ => {}
-                }
-            }
-        }
-        got
-    }
-
-    fn call(&mut self, mut body: Body, rid: u64) -> Body {
-        crate::web::jsonrpc::set_request_id(&mut body, rid);
-        self.op.send_request(body).expect("send");
-        self.pump()
-            .into_iter()
-            .find(|m| crate::link::msg::response_id(m) == Some(rid))
-            .expect("an answer")
-    }
-}
-
-#[test]
-fn every_operation_through_json_rpc_matches_the_native_result() {
-    use crate::web::jsonrpc;
-    let mut web = Pair::new(None);
-    let mut native = Native::new(web.now);
-    web.upgrade("/rpc", "");
-    let code = web.code();
-    let login = |pw: &str| {
-        Body::LoginRequest(pb::LoginRequest {
-            request_id: 0,
-            username: "admin".into(),
-            password: pw.into(),
-            totp: code,
-        })
-    };
-    let mut rid = 100;
-    let mut compare = |web: &mut Pair, native: &mut Native, body: Body| -> Value {
-        rid += 1;
-        let n = native.call(body.clone(), rid);
-        let (method, params) = jsonrpc::body_json(&body);
-        let got = web.ws_call(
-            &json!({"jsonrpc":"2.0","id":rid,"method":method,"params":params}).to_string(),
-        );
-        let answer = got
-            .iter()
-            .find(|v| v["id"] == json!(rid))
-            .cloned()
-            .expect("an answer");
-        let want = match &n {
-            Body::ControlError(e) => jsonrpc::control_error(json!(rid), e),
-            other => jsonrpc::result(json!(rid), jsonrpc::body_json(other).1),
-        };
-        // Cookies are random per hub connection order: compare their shape only.
-        let strip = |mut v: Value| {
-            if let Some(c) = v["result"].get_mut("cookie") {
-                *c = json!(c.as_str().map(str::len));
-            }
-            v
-        };
-        assert_eq!(strip(answer.clone()), strip(want), "{method}");
-        answer
-    };
-    compare(&mut web, &mut native, login("wrong"));
-    compare(&mut web, &mut native, login("right"));
-    let agent = |id: &str| pb::RegisterAgentRequest {
-        request_id: 0,
-        agent_id: id.into(),
-        secret_hash: "$argon2id$h".into(),
-        allowed_networks: vec!["10.0.0.0/8".into()],
-    };
-    compare(
-        &mut web,
-        &mut native,
-        Body::RegisterAgentRequest(agent("a2")),
-    );
-    compare(
-        &mut web,
-        &mut native,
-        Body::RegisterAgentRequest(agent("a2")),
-    );
-    compare(
-        &mut web,
-        &mut native,
-        Body::ListAgentsRequest(pb::ListAgentsRequest::default()),
-    );
-    compare(
-        &mut web,
-        &mut native,
-        Body::SetAgentDataRequest(pb::SetAgentDataRequest {
-            request_id: 0,
-            agent_id: "a2".into(),
-            name: "k".into(),
-            value_json: "[1,2]".into(),
-        }),
-    );
-    compare(
-        &mut web,
-        &mut native,
-        Body::RunCommandRequest(pb::RunCommandRequest {
-            request_id: 0,
-            agent_id: "a2".into(),
-            operation: "echo.Echo".into(),
-            data: "{}".into(),
-        }),
-    );
-    let eve = compare(
-        &mut web,
-        &mut native,
-        Body::RegisterUserRequest(pb::RegisterUserRequest {
-            request_id: 0,
-            name: "eve".into(),
-            permissions: Permissions::ADD_CHANNEL.0,
-        }),
-    );
-    let uid: u64 = eve["result"]["uid"]
-        .as_str()
-        .expect("uid")
-        .parse()
-        .expect("uid");
-    compare(
-        &mut web,
-        &mut native,
-        Body::SetUserCredentialsRequest(pb::SetUserCredentialsRequest {
-            request_id: 0,
-            uid,
-            password_hash: "$argon2id$e".into(),
-            totp_secret: b"0123456789abcdef".to_vec().into(),
-            expires_unix_ms: 0,
-        }),
-    );
-    compare(
-        &mut web,
-        &mut native,
-        Body::ListUsersRequest(pb::ListUsersRequest::default()),
-    );
-    let ch = compare(
-        &mut web,
-        &mut native,
-        Body::CreateChannelRequest(pb::CreateChannelRequest::default()),
-    );
-    let chid: u64 = ch["result"]["chid"]
-        .as_str()
-        .expect("chid")
-        .parse()
-        .expect("chid");
-    compare(
-        &mut web,
-        &mut native,
-        Body::JoinChannelRequest(pb::JoinChannelRequest {
-            request_id: 0,
-            uid,
-            chid,
-        }),
-    );
-    compare(
-        &mut web,
-        &mut native,
-        Body::ListChannelsRequest(pb::ListChannelsRequest::default()),
-    );
-    compare(
-        &mut web,
-        &mut native,
-        Body::LeaveChannelRequest(pb::LeaveChannelRequest {
-            request_id: 0,
-            uid,
-            chid,
-        }),
-    );
-    compare(
-        &mut web,
-        &mut native,
-        Body::DeleteChannelRequest(pb::DeleteChannelRequest {
-            request_id: 0,
-            chid,
-        }),
-    );
-    compare(
-        &mut web,
-        &mut native,
-        Body::DeleteChannelRequest(pb::DeleteChannelRequest {
-            request_id: 0,
-            chid,
-        }),
-    );
-    compare(
-        &mut web,
-        &mut native,
-        Body::RemoveUserRequest(pb::RemoveUserRequest { request_id: 0, uid }),
-    );
-    compare(
-        &mut web,
-        &mut native,
-        Body::RemoveAgentRequest(pb::RemoveAgentRequest {
-            request_id: 0,
-            agent_id: "a2".into(),
-        }),
-    );
-    compare(
-        &mut web,
-        &mut native,
-        Body::ListCertificatesRequest(pb::ListCertificatesRequest::default()),
-    );
-    compare(
-        &mut web,
-        &mut native,
-        Body::RevokeCertificateRequest(pb::RevokeCertificateRequest {
-            request_id: 0,
-            name: "nobody".into(),
-            serial: String::new(),
-        }),
-    );
-    compare(
-        &mut web,
-        &mut native,
-        Body::SubscribeEventsRequest(pb::SubscribeEventsRequest {
-            request_id: 0,
-            from_order: 1,
-        }),
-    );
-    compare(
-        &mut web,
-        &mut native,
-        Body::RenewSessionRequest(pb::RenewSessionRequest {
-            request_id: 0,
-            cookie: "00".into(),
-        }),
     );
 }
