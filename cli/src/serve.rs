@@ -45,6 +45,10 @@ pub struct ServeArgs {
     /// UDP ports for voice channels, FIRST-LAST.
     #[arg(long, default_value = "50000-50999")]
     relay_ports: String,
+    /// Events the ordered event log keeps (older ones are pruned; subscribing before them is
+    /// refused with GONE).
+    #[arg(long, default_value_t = 1_000_000)]
+    event_retention: u64,
     /// Ping interval of agent links, seconds (RedPepper's default is 30).
     #[arg(long, default_value_t = 30)]
     ping_interval: u64,
@@ -70,6 +74,7 @@ pub fn run(args: ServeArgs) -> io::Result<ExitCode> {
     opts.cert_days = args.cert_days.clamp(1, pki::MAX_CLIENT_CERT_DAYS);
     opts.hub.link.ping_interval = std::time::Duration::from_secs(args.ping_interval.max(1));
     opts.hub.relay_ports = parse_port_range(&args.relay_ports)?;
+    opts.hub.event_retention = args.event_retention.max(1);
     smol::block_on(async {
         let listener = async_net::TcpListener::bind(args.listen.as_str())
             .await

@@ -56,10 +56,9 @@ scenario!(
             }),
         )
         .expect("send");
-        assert!(matches!(
-            w.wait_response(op, rid),
-            Body::RegisterUserResponse(_)
-        ));
+        let Body::RegisterUserResponse(trader) = w.wait_response(op, rid) else {
+            panic!("trader not registered")
+        };
         w.operator_send(
             op,
             Body::FeedClientAddRequest(pb::FeedClientAddRequest {
@@ -153,6 +152,22 @@ scenario!(
         if version.is_none() {
             assert_eq!(node.pings, 0);
         }
+        // Exactly once, across cuts and crashes: every INBOX the hub took (its stored sequence)
+        // made one channel owned by the client's user, and no channel came without one.
+        let by_client = w
+            .store
+            .events
+            .values()
+            .filter(|e| {
+                e.kind == "ChannelCreated" && e.json.contains(&format!("\"owner\":{}", trader.uid))
+            })
+            .count() as i64;
+        let stored = w.store.feed_clients["bot"].last_sequence;
+        assert_eq!(
+            by_client, stored,
+            "v{version:?}: INBOX operations and sequences"
+        );
+        assert!(stored > 0);
         w.assert_invariants();
     }
 );

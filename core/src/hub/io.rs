@@ -30,7 +30,7 @@ pub struct PeerInfo {
 /// The verified client certificate of a connection, as far as the hub cares.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerCert {
-    /// Serial number (see [`CertificateRecord::serial`] for the form).
+    /// Serial number (see [`CertificateRecord::serial`](super::CertificateRecord::serial) for the form).
     pub serial: String,
     /// Unix ms after which it is no longer valid.
     pub not_after_unix_ms: i64,
@@ -101,7 +101,7 @@ impl Default for HubConfig {
     }
 }
 
-/// A pending certificate signature, handed back through [`Hub::handle_signed`].
+/// A pending certificate signature, handed back through [`Hub::handle_signed`](super::Hub::handle_signed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct SignTicket(pub u64);
 
@@ -110,13 +110,13 @@ pub struct SignTicket(pub u64);
 pub struct SignedCertificate {
     /// The certificate, PEM.
     pub certificate_pem: String,
-    /// Its serial (see [`CertificateRecord::serial`]).
+    /// Its serial (see [`CertificateRecord::serial`](super::CertificateRecord::serial)).
     pub serial: String,
     /// Unix ms after which it is no longer valid.
     pub not_after_unix_ms: i64,
 }
 
-/// A pending secret verification, handed back through [`Hub::handle_verified`].
+/// A pending secret verification, handed back through [`Hub::handle_verified`](super::Hub::handle_verified).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct VerifyTicket(pub u64);
 
@@ -299,7 +299,7 @@ pub enum HubAction {
     /// Persist this change durably before performing any later action.
     Persist(Change),
     /// Verify `secret` against the argon2 PHC string `secret_hash` (off the hub loop) and call
-    /// [`Hub::handle_verified`]. `None`: no such agent; spend the same effort on a dummy hash
+    /// [`Hub::handle_verified`](super::Hub::handle_verified). `None`: no such agent; spend the same effort on a dummy hash
     /// and answer `false`, so that timing does not tell whether an agent id exists.
     VerifySecret {
         /// Hand back with the answer.
@@ -311,7 +311,7 @@ pub enum HubAction {
     },
     /// Sign the certificate request `csr_der` for `name` with the hub CA (off the hub loop:
     /// signing needs randomness and the CA key, which the runtime holds) and call
-    /// [`Hub::handle_signed`]. The new certificate must name `name` whatever the request says,
+    /// [`Hub::handle_signed`](super::Hub::handle_signed). The new certificate must name `name` whatever the request says,
     /// be a client certificate, and live no longer than the configured maximum.
     SignCertificate {
         /// Hand back with the answer.
@@ -322,7 +322,7 @@ pub enum HubAction {
         csr_der: Vec<u8>,
     },
     /// Read up to `limit` stored events with an order above `after_order`, oldest first (off
-    /// the hub loop), and hand them to [`Hub::handle_events_read`].
+    /// the hub loop), and hand them to [`Hub::handle_events_read`](super::Hub::handle_events_read).
     ReadEvents {
         /// The subscriber.
         conn: ConnId,
