@@ -42,17 +42,9 @@ struct Rig {
 }
 
 fn masked_text(text: &str) -> Vec<u8> {
-    let mut f = vec![0x81u8];
-    let n = text.len();
-    if n < 126 {
-        f.push(0x80 | n as u8);
-    } else {
-        f.push(0x80 | 126);
-        f.extend_from_slice(&(n as u16).to_be_bytes());
-    }
-    f.extend_from_slice(&[0, 0, 0, 0]);
-    f.extend_from_slice(text.as_bytes());
-    f
+    let mut out = vec![];
+    switchboard_core::web::ws::encode_masked_frame(0x81, text.as_bytes(), [0; 4], &mut out);
+    out
 }
 
 const UPGRADE: &[u8] = b"GET /rpc HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";

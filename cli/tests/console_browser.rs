@@ -15,11 +15,10 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use common::{Proc, free_port, run, switchboard, wait_for};
+use common::{Proc, code_now, free_port, run, serve_first_run, switchboard, wait_for};
 use serde_json::{Value, json};
-use switchboard_core::auth::totp;
 use switchboard_core::kv::codec::KvRequest;
 
 /// A minimal WebDriver client (one request per connection).
@@ -161,14 +160,6 @@ impl Drop for Driver {
     }
 }
 
-fn code_now(secret: &[u8]) -> u32 {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs();
-    totp::code_at(secret, now)
-}
-
 #[test]
 fn the_console_in_headless_chromium() {
     let browser =
@@ -183,42 +174,23 @@ fn the_console_in_headless_chromium() {
         );
     }
     let tmp = tempfile::tempdir().expect("tmp");
-    let data = tmp.path().join("hub");
     let native_port = free_port();
     let web = format!("127.0.0.1:{}", free_port());
     let kv = format!("127.0.0.1:{}", free_port());
-    let mut c = switchboard();
-    c.args([
-        "serve",
-        "--listen",
-        &format!("127.0.0.1:{native_port}"),
-        "--kv-listen",
-        &kv,
-        "--relay",
-        "off",
-        "--web-listen",
-        &web,
-        "--data-dir",
-    ]);
-    c.arg(&data);
-    let hub = Proc::spawn("switchboard serve", c, tmp.path().join("serve.log"));
-    let out = wait_for(Duration::from_secs(30), || {
-        let o = hub.output();
-        (o.contains("web face on") && o.contains("base32")).then_some(o)
-    })
-    .unwrap_or_else(|| panic!("hub did not start\n{}", hub.tail(30)));
-    let password = out
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("password: "))
-        .expect("password printed")
-        .to_string();
-    let b32 = out
-        .lines()
-        .find_map(|l| l.split("base32: ").nth(1))
-        .expect("secret printed")
-        .trim_end_matches(')')
-        .to_string();
-    let secret = totp::base32_decode(&b32).expect("base32");
+    let native = format!("127.0.0.1:{native_port}");
+    let first = serve_first_run(
+        tmp.path(),
+        &[
+            "--listen",
+            &native,
+            "--kv-listen",
+            &kv,
+            "--web-listen",
+            &web,
+        ],
+        "web face on",
+    );
+    let (hub, data, password, secret) = (first.hub, first.data, first.password, first.totp_secret);
     let admin = |args: &[&str]| {
         let mut c = switchboard();
         c.arg("admin").arg("--data-dir").arg(&data).args(args);

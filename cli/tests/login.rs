@@ -4,55 +4,20 @@
 
 mod common;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use common::{Proc, free_port, run, switchboard, wait_for};
-use switchboard_core::auth::totp;
-
-fn code_now(secret: &[u8]) -> u32 {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs();
-    totp::code_at(secret, now)
-}
+use common::{Proc, code_now, free_port, run, serve_first_run, switchboard, wait_for};
 
 #[test]
 fn first_run_credentials_and_admin_login() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let data = tmp.path().join("hub");
-    let mut c = switchboard();
-    c.args([
-        "serve",
-        "--listen",
-        &format!("127.0.0.1:{}", free_port()),
-        "--kv-listen",
-        "off",
-        "--web-listen",
-        "off",
-        "--relay",
-        "off",
-        "--data-dir",
-    ]);
-    c.arg(&data);
-    let hub = Proc::spawn("switchboard serve", c, tmp.path().join("serve.log"));
-    let out = wait_for(Duration::from_secs(30), || {
-        let o = hub.output();
-        (o.contains("hub listening") && o.contains("base32")).then_some(o)
-    })
-    .unwrap_or_else(|| panic!("hub did not start\n{}", hub.tail(30)));
-    let password = out
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("password: "))
-        .expect("password printed")
-        .to_string();
-    let b32 = out
-        .lines()
-        .find_map(|l| l.split("base32: ").nth(1))
-        .expect("secret printed")
-        .trim_end_matches(')')
-        .to_string();
-    let secret = totp::base32_decode(&b32).expect("base32");
+    let first = serve_first_run(
+        tmp.path(),
+        &["--kv-listen", "off", "--web-listen", "off"],
+        "hub listening",
+    );
+    let (hub, data, password, secret) = (first.hub, first.data, first.password, first.totp_secret);
+    let out = hub.output();
     assert!(out.contains("otpauth://totp/Switchboard:admin?secret="));
 
     let login = |pw: &str, code: u32| {

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Proc, free_port, run, switchboard, wait_for, workspace};
+use common::{free_port, run, serve_first_run, workspace};
 
 fn venv() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -29,39 +29,13 @@ fn venv() -> PathBuf {
 fn python_websockets_client_against_serve() {
     let python = venv();
     let tmp = tempfile::tempdir().expect("tmp");
-    let data = tmp.path().join("hub");
     let web = format!("127.0.0.1:{}", free_port());
-    let mut c = switchboard();
-    c.args([
-        "serve",
-        "--listen",
-        &format!("127.0.0.1:{}", free_port()),
-        "--kv-listen",
-        "off",
-        "--relay",
-        "off",
-        "--web-listen",
-        &web,
-        "--data-dir",
-    ]);
-    c.arg(&data);
-    let hub = Proc::spawn("switchboard serve", c, tmp.path().join("serve.log"));
-    let out = wait_for(Duration::from_secs(30), || {
-        let o = hub.output();
-        (o.contains("web face on") && o.contains("base32")).then_some(o)
-    })
-    .unwrap_or_else(|| panic!("hub did not start\n{}", hub.tail(30)));
-    let password = out
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("password: "))
-        .expect("password printed")
-        .to_string();
-    let b32 = out
-        .lines()
-        .find_map(|l| l.split("base32: ").nth(1))
-        .expect("secret printed")
-        .trim_end_matches(')')
-        .to_string();
+    let first = serve_first_run(
+        tmp.path(),
+        &["--kv-listen", "off", "--web-listen", &web],
+        "web face on",
+    );
+    let (hub, data, password, b32) = (first.hub, first.data, first.password, first.totp_base32);
     let mut c = Command::new(python);
     c.arg(workspace().join("cli/tests/peers/ws_peer.py"))
         .arg(&web)

@@ -40,19 +40,8 @@ fuzz_target!(|data: &[u8]| {
     hub.accept(now, ConnId(1), PeerInfo::web("10.0.0.1:1".parse().expect("addr")));
     let mut web = WebConn::new(now, WebConfig::default());
     web.handle_socket(now, b"GET /rpc HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
-    let mut frame = vec![0x81u8];
-    let n = data.len();
-    if n < 126 {
-        frame.push(0x80 | n as u8);
-    } else if n <= 0xffff {
-        frame.push(0x80 | 126);
-        frame.extend_from_slice(&(n as u16).to_be_bytes());
-    } else {
-        frame.push(0x80 | 127);
-        frame.extend_from_slice(&(n as u64).to_be_bytes());
-    }
-    frame.extend_from_slice(&[0, 0, 0, 0]);
-    frame.extend_from_slice(data);
+    let mut frame = vec![];
+    switchboard_core::web::ws::encode_masked_frame(0x81, data, [0; 4], &mut frame);
     web.handle_socket(now, &frame);
     for _ in 0..8 {
         while let Some(o) = web.poll_output() {

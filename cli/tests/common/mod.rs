@@ -258,3 +258,65 @@ pub fn try_run(mut cmd: Command, d: Duration) -> std::io::Result<(i32, String, S
     }
     Ok((status.unwrap_or(-1), read(&out_path), err))
 }
+
+/// A `switchboard serve` on its first run, with what it printed once.
+pub struct FirstRun {
+    /// The process.
+    pub hub: Proc,
+    /// Its data directory.
+    pub data: PathBuf,
+    /// The admin's password.
+    pub password: String,
+    /// The admin's TOTP secret.
+    pub totp_secret: Vec<u8>,
+    /// The same, base32 as printed.
+    pub totp_base32: String,
+}
+
+/// Starts `switchboard serve` on a fresh data directory under `dir` (native front on a free
+/// loopback port, the relay off, then `extra` arguments) and waits for it to print `ready`
+/// and the admin's credentials.
+pub fn serve_first_run(dir: &Path, extra: &[&str], ready: &str) -> FirstRun {
+    let data = dir.join("hub");
+    let mut c = switchboard();
+    c.args(["serve", "--relay", "off"]);
+    if !extra.contains(&"--listen") {
+        c.args(["--listen", &format!("127.0.0.1:{}", free_port())]);
+    }
+    c.args(extra).arg("--data-dir").arg(&data);
+    let hub = Proc::spawn("switchboard serve", c, dir.join("serve.log"));
+    let out = wait_for(Duration::from_secs(30), || {
+        let o = hub.output();
+        (o.contains(ready) && o.contains("base32")).then_some(o)
+    })
+    .unwrap_or_else(|| panic!("hub did not start\n{}", hub.tail(30)));
+    let password = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("password: "))
+        .expect("password printed")
+        .to_string();
+    let totp_base32 = out
+        .lines()
+        .find_map(|l| l.split("base32: ").nth(1))
+        .expect("secret printed")
+        .trim_end_matches(')')
+        .to_string();
+    let totp_secret = switchboard_core::auth::totp::base32_decode(&totp_base32).expect("base32");
+    FirstRun {
+        hub,
+        data,
+        password,
+        totp_secret,
+        totp_base32,
+    }
+}
+
+/// The TOTP code of `secret` now.
+#[allow(clippy::disallowed_types)]
+pub fn code_now(secret: &[u8]) -> u32 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    switchboard_core::auth::totp::code_at(secret, now)
+}

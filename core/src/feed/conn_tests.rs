@@ -12,13 +12,8 @@ use super::*;
 use crate::feed::client::{ClientEvent, FeedClient};
 use crate::feed::crypto::{self, PrivateKey};
 
-fn key(name: &str) -> PrivateKey {
-    let pem = match name {
-        "server" => include_str!("testdata/server.pem"),
-        "client_a" => include_str!("testdata/client_a.pem"),
-        _ => include_str!("testdata/client_b.pem"),
-    };
-    crypto::private_key_from_pem(pem).expect("test key")
+fn key(name: &str) -> crypto::PrivateKey {
+    crate::feed::test_key(name)
 }
 
 struct Pair {

@@ -170,13 +170,8 @@ mod tests {
 
     use super::*;
 
-    pub(crate) fn key(name: &str) -> RsaPrivateKey {
-        let pem = match name {
-            "server" => include_str!("testdata/server.pem"),
-            "client_a" => include_str!("testdata/client_a.pem"),
-            _ => include_str!("testdata/client_b.pem"),
-        };
-        private_key_from_pem(pem).expect("test key")
+    fn key(name: &str) -> RsaPrivateKey {
+        crate::feed::test_key(name)
     }
 
     #[test]

@@ -8,3 +8,14 @@ pub mod crypto;
 pub mod messages;
 pub mod xdr;
 pub use conn::{ClientInfo, FeedConfig, FeedConn, FeedOutput, UNIFORM_ERROR, close_code};
+
+/// The pre-generated RSA-2048 test keys of `testdata/` ("server", "client_a", "client_b").
+#[cfg(test)]
+pub(crate) fn test_key(name: &str) -> crypto::PrivateKey {
+    let pem = match name {
+        "server" => include_str!("testdata/server.pem"),
+        "client_a" => include_str!("testdata/client_a.pem"),
+        _ => include_str!("testdata/client_b.pem"),
+    };
+    crypto::private_key_from_pem(pem).expect("test key")
+}

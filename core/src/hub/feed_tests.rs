@@ -16,11 +16,7 @@ use crate::link::{frame, msg};
 use crate::perm::Permissions;
 
 fn key(name: &str) -> crypto::PrivateKey {
-    let pem = match name {
-        "client_a" => include_str!("../feed/testdata/client_a.pem"),
-        _ => include_str!("../feed/testdata/client_b.pem"),
-    };
-    crypto::private_key_from_pem(pem).expect("key")
+    crate::feed::test_key(name)
 }
 
 struct Rig {

@@ -290,6 +290,26 @@ pub fn encode_frame(opcode: Opcode, payload: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(payload);
 }
 
+/// Appends one final client frame, masked with `mask` (clients, tests, simulators; a real
+/// client draws a fresh mask per frame). `first` is the first byte (FIN, RSV and opcode:
+/// 0x81 text, 0x82 binary, 0x88 close, 0x89 ping, 0x8a pong).
+pub fn encode_masked_frame(first: u8, payload: &[u8], mask: [u8; 4], out: &mut Vec<u8>) {
+    out.push(first);
+    match payload.len() {
+        n if n < 126 => out.push(0x80 | n as u8),
+        n if n <= 0xffff => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+}
+
 /// A close frame with `code` and `reason` (cut to fit 125 bytes on a char boundary).
 pub fn encode_close(code: u16, reason: &str, out: &mut Vec<u8>) {
     let mut cut = reason.len().min(123);

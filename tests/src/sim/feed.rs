@@ -233,20 +233,7 @@ impl FeedNode {
 
 /// A masked client frame (mask 1, 2, 3, 4).
 fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
-    let mask = [1u8, 2, 3, 4];
-    let mut out = vec![first];
-    match payload.len() {
-        n if n < 126 => out.push(0x80 | n as u8),
-        n if n <= 0xffff => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&mask);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    let mut out = vec![];
+    switchboard_core::web::ws::encode_masked_frame(first, payload, [1, 2, 3, 4], &mut out);
     out
 }

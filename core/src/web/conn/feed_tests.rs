@@ -21,12 +21,7 @@ use crate::perm::Permissions;
 use crate::web::ws::WsMessage;
 
 fn key(name: &str) -> crypto::PrivateKey {
-    let pem = match name {
-        "server" => include_str!("../../feed/testdata/server.pem"),
-        "client_a" => include_str!("../../feed/testdata/client_a.pem"),
-        _ => include_str!("../../feed/testdata/client_b.pem"),
-    };
-    crypto::private_key_from_pem(pem).expect("key")
+    crate::feed::test_key(name)
 }
 
 struct Side {

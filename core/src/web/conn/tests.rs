@@ -189,21 +189,8 @@ fn parse_response(got: &str) -> (u16, String, String) {
 
 /// A masked client frame.
 pub(super) fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
-    let mut out = vec![first];
-    let mask = [9u8, 8, 7, 6];
-    match payload.len() {
-        n if n < 126 => out.push(0x80 | n as u8),
-        n if n <= 0xffff => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&mask);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    let mut out = vec![];
+    crate::web::ws::encode_masked_frame(first, payload, [9, 8, 7, 6], &mut out);
     out
 }
 
