@@ -153,7 +153,6 @@ impl Rig {
     }
 
     fn subscribe(&mut self, i: usize) {
-        let now = self.now;
         let sub = pb::SubscribeEventsRequest {
             request_id: 7,
             from_order: 0,
@@ -167,7 +166,6 @@ impl Rig {
             }
             Client::Native(s) => {
                 let _ = s.send_request(Body::SubscribeEventsRequest(sub));
-                let _ = now;
                 self.settle();
             }
         }

@@ -77,8 +77,8 @@ scenario!(
                 op = w.connected_operator();
             }
             if w.agent(a).is_connected() {
-                let rid = w.run_command(op, "a1", "echo.Echo", json!({ "[args]": [round] }));
-                let _ = rid; // its events are what matters, answered or not
+                // Its events are what matters, answered or not.
+                w.run_command(op, "a1", "echo.Echo", json!({ "[args]": [round] }));
             }
             w.run_for(Duration::from_millis(rng.gen_range(0..3_000)));
             match rng.gen_range(0..10) {

@@ -246,6 +246,9 @@ impl FeedConn {
         if self.closed {
             return;
         }
+        if self.is_open() {
+            return self.handle_frame(now, data);
+        }
         match std::mem::replace(&mut self.state, State::Closed) {
             State::Closed => {}
             State::AwaitHello => {
@@ -287,86 +290,68 @@ impl FeedConn {
                     server_key,
                     last_sequence: info.last_sequence,
                 };
-                let _ = now;
             }
-            State::Open {
-                version,
-                client_public,
-                client_key,
-                server_key,
-                last_sequence,
-            } => {
-                self.state = State::Open {
-                    version,
-                    client_public,
-                    client_key,
-                    server_key,
-                    last_sequence,
-                };
-                let tokens = self.take_token(now);
-                if tokens < -self.cfg.burst {
-                    // A whole burst over the limit (throttling ignored, or not known).
-                    return self.close(close_code::RATE_LIMIT, "rate limit");
+            // Handled above, before the state is taken.
+            State::Open { .. } => {}
+        }
+    }
+
+    /// One frame of an open connection.
+    fn handle_frame(&mut self, now: Instant, data: &[u8]) {
+        let tokens = self.take_token(now);
+        if tokens < -self.cfg.burst {
+            // A whole burst over the limit (throttling ignored, or not known).
+            return self.close(close_code::RATE_LIMIT, "rate limit");
+        }
+        let State::Open {
+            version,
+            client_public,
+            client_key,
+            last_sequence,
+            ..
+        } = &self.state
+        else {
+            return;
+        };
+        let (version, last_sequence) = (*version, *last_sequence);
+        let Some(m) = Self::open_frame(version, client_public, client_key, data) else {
+            return self.fail();
+        };
+        match m.kind {
+            ClientKind::Inbox => {
+                if m.id != last_sequence.wrapping_add(1) {
+                    return self.close(
+                        close_code::INVALID_SEQUENCE,
+                        &format!(
+                            "invalid sequence {} (expected {})",
+                            m.id,
+                            last_sequence.wrapping_add(1)
+                        ),
+                    );
                 }
-                let slow_down = tokens < 0.0 && version.unwrap_or(1) >= 4;
-                let State::Open {
-                    version,
-                    client_public,
-                    client_key,
-                    server_key,
-                    last_sequence,
-                } = std::mem::replace(&mut self.state, State::Closed)
-                else {
-                    return;
-                };
-                let message = Self::open_frame(version, &client_public, &client_key, data);
-                self.state = State::Open {
-                    version,
-                    client_public,
-                    client_key,
-                    server_key,
-                    last_sequence,
-                };
-                let Some(m) = message else {
-                    return self.fail();
-                };
-                match m.kind {
-                    ClientKind::Inbox => {
-                        if m.id != last_sequence.wrapping_add(1) {
-                            return self.close(
-                                close_code::INVALID_SEQUENCE,
-                                &format!(
-                                    "invalid sequence {} (expected {})",
-                                    m.id,
-                                    last_sequence.wrapping_add(1)
-                                ),
-                            );
-                        }
-                        if let State::Open { last_sequence, .. } = &mut self.state {
-                            *last_sequence = m.id;
-                        }
-                        self.out.push_back(FeedOutput::Inbox {
-                            sequence: m.id,
-                            json: m.json,
-                        });
-                    }
-                    ClientKind::Rpc => self.out.push_back(FeedOutput::Rpc {
-                        request_id: m.id,
-                        json: m.json,
-                    }),
+                if let State::Open { last_sequence, .. } = &mut self.state {
+                    *last_sequence = m.id;
                 }
-                if slow_down {
-                    // The real client waits `level` milliseconds before its next INBOX: the
-                    // time for the bucket to hold a message again.
-                    let wait_ms = (-tokens / self.cfg.rate * 1000.0).ceil().max(1.0);
-                    let m = ServerMessage::Throttling {
-                        level: wait_ms.min(f64::from(i32::MAX)) as i32,
-                        sequence_id: m.id,
-                        order_id: 0,
-                    };
-                    self.send(&m);
-                }
+                self.out.push_back(FeedOutput::Inbox {
+                    sequence: m.id,
+                    json: m.json,
+                });
             }
+            ClientKind::Rpc => self.out.push_back(FeedOutput::Rpc {
+                request_id: m.id,
+                json: m.json,
+            }),
+        }
+        if tokens < 0.0 && version.unwrap_or(1) >= 4 {
+            // The real client waits `level` milliseconds before its next INBOX: the time for
+            // the bucket to hold a message again.
+            let wait_ms = (-tokens / self.cfg.rate * 1000.0).ceil().max(1.0);
+            let t = ServerMessage::Throttling {
+                level: wait_ms.min(f64::from(i32::MAX)) as i32,
+                sequence_id: m.id,
+                order_id: 0,
+            };
+            self.send(&t);
         }
     }
 

@@ -42,6 +42,21 @@ impl Hub {
         actor: (&str, u64, Permissions),
         body: Body,
     ) -> Result<(), Body> {
+        let mut body = body;
+        let registry = matches!(
+            body,
+            Body::FeedClientAddRequest(_)
+                | Body::FeedClientRemoveRequest(_)
+                | Body::FeedClientListRequest(_)
+        );
+        if registry
+            && let Err(d) =
+                perm::authorize(actor.0, actor.1, actor.2, &Operation::ManageFeedClients)
+        {
+            let request_id = crate::link::msg::request_id_mut(&mut body).map_or(0, |r| *r);
+            self.control_error(conn, request_id, Code::Access, d.to_string());
+            return Ok(());
+        }
         match body {
             Body::FeedLookupRequest(r) => {
                 let resp = match self.feed_clients.get(&r.client_id) {
@@ -69,12 +84,6 @@ impl Hub {
             Body::FeedLoginRequest(r) => self.feed_login(now, conn, r),
             Body::FeedInboxRequest(r) => self.feed_inbox(now, conn, *r),
             Body::FeedClientAddRequest(r) => {
-                if let Err(d) =
-                    perm::authorize(actor.0, actor.1, actor.2, &Operation::ManageFeedClients)
-                {
-                    self.control_error(conn, r.request_id, Code::Access, d.to_string());
-                    return Ok(());
-                }
                 let bad = if r.client_id.is_empty()
                     || r.client_id.len() > crate::feed::messages::MAX_CLIENT_ID
                     || !r.client_id.bytes().all(|c| c.is_ascii_graphic())
@@ -113,12 +122,6 @@ impl Hub {
                 );
             }
             Body::FeedClientRemoveRequest(r) => {
-                if let Err(d) =
-                    perm::authorize(actor.0, actor.1, actor.2, &Operation::ManageFeedClients)
-                {
-                    self.control_error(conn, r.request_id, Code::Access, d.to_string());
-                    return Ok(());
-                }
                 let removed = self.feed_clients.remove(&r.client_id).is_some();
                 if removed {
                     self.out
@@ -142,12 +145,6 @@ impl Hub {
                 );
             }
             Body::FeedClientListRequest(r) => {
-                if let Err(d) =
-                    perm::authorize(actor.0, actor.1, actor.2, &Operation::ManageFeedClients)
-                {
-                    self.control_error(conn, r.request_id, Code::Access, d.to_string());
-                    return Ok(());
-                }
                 let mut clients: Vec<pb::FeedClientInfo> = self
                     .feed_clients
                     .range::<str, _>((
@@ -245,23 +242,21 @@ impl Hub {
                 format!("sequence {} does not follow {last}", r.sequence),
             );
         }
-        let op = r.operation.and_then(|m| m.message);
-        let allowed = op.as_ref().is_some_and(|b| {
-            !matches!(
-                b,
+        // One control request (or a cancel); not the session's own messages.
+        let mut op = r.operation.and_then(|m| m.message);
+        let allowed = match op.as_mut() {
+            Some(Body::Cancel(_)) => true,
+            Some(
                 Body::LoginRequest(_)
-                    | Body::RenewSessionRequest(_)
-                    | Body::LogoutRequest(_)
-                    | Body::FeedLookupRequest(_)
-                    | Body::FeedLoginRequest(_)
-                    | Body::FeedInboxRequest(_)
-                    | Body::SessionHello(_)
-                    | Body::Bye(_)
-                    | Body::Ping(_)
-                    | Body::Pong(_)
-            ) && crate::link::msg::request_id_mut(&mut b.clone()).is_some()
-                || matches!(b, Body::Cancel(_))
-        });
+                | Body::RenewSessionRequest(_)
+                | Body::LogoutRequest(_)
+                | Body::FeedLookupRequest(_)
+                | Body::FeedLoginRequest(_)
+                | Body::FeedInboxRequest(_),
+            ) => false,
+            Some(b) => crate::link::msg::request_id_mut(b).is_some(),
+            None => false,
+        };
         if let Some(c) = self.feed_clients.get_mut(&client_id) {
             c.last_sequence = r.sequence;
         }

@@ -48,7 +48,6 @@ pub(super) struct FeedBridge {
     pub(super) conn: FeedConn,
     /// Native requests in flight, with when they are given up.
     waiting: BTreeMap<u64, (Waiting, Instant)>,
-    client_id: String,
 }
 
 impl FeedBridge {
@@ -56,7 +55,6 @@ impl FeedBridge {
         FeedBridge {
             conn: FeedConn::new(now, cfg, seed),
             waiting: BTreeMap::new(),
-            client_id: String::new(),
         }
     }
 }
@@ -107,9 +105,6 @@ impl WebConn {
                 }
                 FeedOutput::LookupClient { client_id } => {
                     let rid = self.feed_request(Waiting::Lookup);
-                    if let Some(f) = &mut self.feed {
-                        f.client_id = client_id.clone();
-                    }
                     self.send_hub(Body::FeedLookupRequest(pb::FeedLookupRequest {
                         request_id: rid,
                         client_id,
@@ -129,10 +124,13 @@ impl WebConn {
                     }));
                 }
                 FeedOutput::Inbox { sequence, json } => {
-                    let op = operation(&json);
-                    let inner_rid = self.feed_request(Waiting::InboxOperation);
-                    let operation = op.ok().map(|mut body| {
-                        jsonrpc::set_request_id(&mut body, inner_rid);
+                    // An operation that does not parse still goes, empty: the hub uses its
+                    // sequence and answers INVALID.
+                    let operation = operation(&json).ok().map(|mut body| {
+                        let inner_rid = self.take_request_id();
+                        if jsonrpc::set_request_id(&mut body, inner_rid) {
+                            self.feed_request_as(inner_rid, Waiting::InboxOperation);
+                        }
                         Box::new(msg::wrap(body))
                     });
                     let rid = self.feed_request(Waiting::Inbox(sequence));
@@ -172,11 +170,15 @@ impl WebConn {
 
     fn feed_request(&mut self, w: Waiting) -> u64 {
         let rid = self.take_request_id();
+        self.feed_request_as(rid, w);
+        rid
+    }
+
+    fn feed_request_as(&mut self, rid: u64, w: Waiting) {
         let deadline = self.now + self.cfg.call_timeout;
         if let Some(f) = &mut self.feed {
             f.waiting.insert(rid, (w, deadline));
         }
-        rid
     }
 
     fn waiting_remove(&mut self, rid: u64) -> Option<Waiting> {

@@ -127,13 +127,12 @@ impl WebConn {
         }
     }
 
+    /// An answer known at once: kept for a call, dropped for a notification.
     pub(super) fn fill_or_skip(&mut self, group: u64, slot: usize, answer: bool, v: Value) {
-        if answer {
-            self.fill(group, slot, v, None);
-        } else {
+        if !answer {
             self.mark_silent(group, slot);
-            self.fill_silent(group);
         }
+        self.fill(group, slot, v, None);
     }
 
     /// A notification's slot: counted as answered when its native answer arrives (or never
@@ -142,13 +141,6 @@ impl WebConn {
         if let Some(g) = self.groups.get_mut(&group) {
             g.slots[slot] = Some(Value::Null);
         }
-    }
-
-    pub(super) fn fill_silent(&mut self, group: u64) {
-        if let Some(g) = self.groups.get_mut(&group) {
-            g.remaining = g.remaining.saturating_sub(1);
-        }
-        self.maybe_emit(group);
     }
 
     pub(super) fn fill(&mut self, group: u64, slot: usize, v: Value, set_cookie: Option<String>) {

@@ -496,7 +496,7 @@ fn a_silent_websocket_client_is_pinged_then_closed() {
 
 #[test]
 fn binary_frames_carry_native_messages_on_stream() {
-    use crate::link::{frame, msg};
+    use crate::link::msg;
     use prost::Message as _;
     let mut p = Pair::new(None);
     p.upgrade("/stream", "");
@@ -527,7 +527,6 @@ fn binary_frames_carry_native_messages_on_stream() {
         matches!(&got[1], Body::LoginResponse(r) if r.request_id == 7 && r.result == 0),
         "{got:?}"
     );
-    let _ = frame::encode;
     // Text on /stream: 1003.
     p.send(&client_frame(0x81, b"{}"));
     let got = server_messages(&p.take_client());
