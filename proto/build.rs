@@ -7,12 +7,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=switchboard.proto");
     let fds = protox::compile(["switchboard.proto"], ["."])?;
     let descriptors = fds.encode_to_vec();
-    prost_build::Config::new().bytes(["."]).compile_fds(fds)?;
+    prost_build::Config::new()
+        .bytes(["."])
+        .btree_map(["."])
+        .compile_fds(fds)?;
     // Default values are written out (`"result": "OK"` rather than nothing), so that JSON
     // clients see every field; unknown fields are refused on input.
     pbjson_build::Builder::new()
         .register_descriptors(&descriptors)?
         .emit_fields()
+        .btree_map(["."])
         .build(&[".switchboard"])?;
     Ok(())
 }

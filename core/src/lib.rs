@@ -17,4 +17,5 @@ pub mod perm;
 pub mod relay;
 pub mod rng;
 pub mod session;
+pub mod stream;
 pub mod web;

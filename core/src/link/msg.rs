@@ -75,6 +75,15 @@ pub fn type_of(body: &Body) -> MessageType {
         Body::FeedClientAddResponse(_) => MessageType::Feedclientaddresponse,
         Body::FeedClientRemoveRequest(_) => MessageType::Feedclientremoverequest,
         Body::FeedClientRemoveResponse(_) => MessageType::Feedclientremoveresponse,
+        Body::StreamOpen(_) => MessageType::Streamopen,
+        Body::StreamAccept(_) => MessageType::Streamaccept,
+        Body::StreamReject(_) => MessageType::Streamreject,
+        Body::StreamData(_) => MessageType::Streamdata,
+        Body::StreamCredit(_) => MessageType::Streamcredit,
+        Body::StreamResync(_) => MessageType::Streamresync,
+        Body::StreamClose(_) => MessageType::Streamclose,
+        Body::ListStreamsRequest(_) => MessageType::Liststreamsrequest,
+        Body::ListStreamsResponse(_) => MessageType::Liststreamsresponse,
         Body::FeedClientListRequest(_) => MessageType::Feedclientlistrequest,
         Body::FeedClientListResponse(_) => MessageType::Feedclientlistresponse,
     }
@@ -110,6 +119,9 @@ pub fn response_id(m: &Body) -> Option<u64> {
         Body::FeedClientAddResponse(r) => r.request_id,
         Body::FeedClientRemoveResponse(r) => r.request_id,
         Body::FeedClientListResponse(r) => r.request_id,
+        Body::StreamAccept(r) => r.request_id,
+        Body::StreamReject(r) => r.request_id,
+        Body::ListStreamsResponse(r) => r.request_id,
         _ => return None,
     })
 }
@@ -144,6 +156,8 @@ pub fn request_id_mut(body: &mut Body) -> Option<&mut u64> {
         Body::FeedClientAddRequest(r) => &mut r.request_id,
         Body::FeedClientRemoveRequest(r) => &mut r.request_id,
         Body::FeedClientListRequest(r) => &mut r.request_id,
+        Body::StreamOpen(r) => &mut r.request_id,
+        Body::ListStreamsRequest(r) => &mut r.request_id,
         _ => return None,
     })
 }
@@ -177,6 +191,7 @@ pub fn client_hello(id: &str, auth: &str) -> Message {
     wrap(Body::ClientHello(pb::ClientHello {
         client_id: id.into(),
         auth: auth.into(),
+        features: Vec::new(),
     }))
 }
 /// ServerHello{version: 1}: the only version a 0.0.x agent accepts.

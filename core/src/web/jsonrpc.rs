@@ -64,6 +64,14 @@ pub const METHODS: &[(&str, &str)] = &[
     ("FeedClientAddRequest", "feedClientAddRequest"),
     ("FeedClientRemoveRequest", "feedClientRemoveRequest"),
     ("FeedClientListRequest", "feedClientListRequest"),
+    ("StreamOpen", "streamOpen"),
+    ("OpenStreamRequest", "streamOpen"),
+    ("StreamClose", "streamClose"),
+    ("CloseStreamRequest", "streamClose"),
+    ("StreamCredit", "streamCredit"),
+    ("StreamResync", "streamResync"),
+    ("StreamData", "streamData"),
+    ("ListStreamsRequest", "listStreamsRequest"),
 ];
 
 /// One call of a request (or batch).
