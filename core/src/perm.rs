@@ -150,6 +150,13 @@ pub enum Operation<'a> {
         /// The event's scope.
         needs_any: Permissions,
     },
+    /// Open a stream of this kind (a shell also needs `run_command`: it runs anything).
+    OpenStream {
+        /// The stream kind.
+        kind: &'a str,
+    },
+    /// List the hub's streams.
+    ListStreams,
 }
 
 /// Why an operation was refused.
@@ -245,6 +252,21 @@ pub fn authorize(
             "SeeEvent",
             needs_any.0 == 0 || perms.intersects(*needs_any),
             "one of the event's permissions",
+        ),
+        Operation::OpenStream { kind } if *kind == "shell" => (
+            "OpenStream(shell)",
+            perms.contains(Permissions::OPEN_STREAM.union(Permissions::RUN_COMMAND)),
+            "open_stream and run_command",
+        ),
+        Operation::OpenStream { .. } => (
+            "OpenStream",
+            perms.contains(Permissions::OPEN_STREAM),
+            "open_stream",
+        ),
+        Operation::ListStreams => (
+            "ListStreams",
+            perms.contains(Permissions::OPEN_STREAM),
+            "open_stream",
         ),
         Operation::RevokeCertificate => (
             "RevokeCertificate",

@@ -115,6 +115,7 @@ impl Hub {
                 request_id,
                 csr_der,
             } => self.agent_renewal(now, conn, request_id, csr_der),
+            ManagerEvent::Stream(body) => self.agent_stream(now, conn, body),
         }
     }
 

@@ -101,6 +101,9 @@ impl Hub {
                 "log in first (LoginRequest with password and TOTP, or RenewSessionRequest with a cookie)".into(),
             );
         }
+        if crate::stream::is_stream_message(&body) || matches!(body, Body::ListStreamsRequest(_)) {
+            return self.session_stream(now, conn, body);
+        }
         match body {
             Body::Ping(p) => self.send_body(conn, Body::Pong(pb::Pong { data: p.data })),
             Body::Pong(p) => {

@@ -85,6 +85,8 @@ pub struct HubConfig {
     /// Events of the log kept in storage: older ones are pruned, and a subscription that
     /// starts before them is refused with GONE.
     pub event_retention: u64,
+    /// Limits and timers of streams.
+    pub streams: crate::stream::StreamLimits,
 }
 
 impl Default for HubConfig {
@@ -97,6 +99,7 @@ impl Default for HubConfig {
             relay_ports: (50_000, 1_000),
             event_ring: 4096,
             event_retention: 1_000_000,
+            streams: crate::stream::StreamLimits::default(),
         }
     }
 }

@@ -17,6 +17,7 @@ mod io;
 mod kv_front;
 mod login;
 pub mod persist;
+mod streams;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
@@ -29,6 +30,7 @@ use crate::perm::Permissions;
 use crate::rng::{self, CoreRng};
 pub use domain::{Actor, DomainError};
 pub use feed::FEED_REPLACED;
+pub use streams::StreamStats;
 pub use io::{
     ConnId, HubAction, HubConfig, HubEvent, PeerCert, PeerInfo, SignTicket, SignedCertificate,
     VerifyTicket,
@@ -173,6 +175,10 @@ pub struct Hub {
     pub(crate) feed_sessions: BTreeMap<ConnId, String>,
     pub(crate) log: events::EventLog,
     pub(crate) subs: BTreeMap<ConnId, events::Subscription>,
+    /// Streams: legs, multicast groups, per-sink queues.
+    pub(crate) streams: crate::stream::Router,
+    /// The hub's own stream sources (`hub.stats`), by group.
+    pub(crate) hub_sources: streams::HubSources,
     /// The latest `now` the hub was given (timestamps of events).
     pub(crate) last_now: Instant,
     base_instant: Instant,
@@ -183,7 +189,10 @@ impl Hub {
     /// A hub whose wall clock reads `unix_ms` at `now` (wall time is derived from `now` after
     /// that, so the hub never reads a clock).
     pub fn new(cfg: HubConfig, seed: u64, now: Instant, unix_ms: i64) -> Self {
+        let streams = crate::stream::Router::new(cfg.streams.clone());
         Hub {
+            streams,
+            hub_sources: BTreeMap::new(),
             cfg,
             rng: rng::seeded(seed),
             conns: BTreeMap::new(),
@@ -334,11 +343,18 @@ impl Hub {
             self.conn_timeout(now, conn);
             self.reindex(conn);
         }
+        if self.streams_deadline().is_some_and(|t| t <= now) {
+            self.streams_timeout(now);
+        }
     }
 
     /// The earliest instant at which [`handle_timeout`](Self::handle_timeout) has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.first().map(|(t, _)| *t)
+        let conns = self.timers.first().map(|(t, _)| *t);
+        match (conns, self.streams_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The next action, in order.
@@ -356,6 +372,9 @@ impl Hub {
     /// Says Bye to every connection and closes them (shutdown).
     pub fn shutdown(&mut self, now: Instant) {
         self.last_now = self.last_now.max(now);
+        self.streams.shutdown();
+        self.hub_sources.clear();
+        self.pump_streams(now);
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();
         for id in ids {
             self.close_conn(now, id, CloseReason::Local("server shutting down".into()));
@@ -534,6 +553,8 @@ impl Hub {
             _ => None,
         };
         self.drop_conn(conn);
+        self.streams.conn_closed(now, conn);
+        self.pump_streams(now);
         if let Some(agent_id) = agent_id {
             self.agent_gone(now, conn, &agent_id, why);
         }

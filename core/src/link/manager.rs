@@ -67,6 +67,9 @@ pub enum ManagerEvent {
         /// The PKCS#10 request, DER. Unverified: the owner checks it.
         csr_der: Vec<u8>,
     },
+    /// A stream message from an agent that announced the `streams` feature in its hello
+    /// (the hub's stream router takes it).
+    Stream(Body),
 }
 
 #[derive(Debug)]
@@ -124,6 +127,8 @@ pub struct ManagerLink {
     renewal: Option<i64>,
     agent_id: Option<String>,
     armed: Option<Instant>,
+    /// The ClientHello listed the `streams` feature.
+    streams: bool,
 }
 
 impl ManagerLink {
@@ -147,6 +152,7 @@ impl ManagerLink {
             renewal: None,
             agent_id: None,
             armed: None,
+            streams: false,
         };
         link.rearm();
         link
@@ -155,6 +161,12 @@ impl ManagerLink {
     /// The agent id, once a ClientHello arrived.
     pub fn agent_id(&self) -> Option<&str> {
         self.agent_id.as_deref()
+    }
+
+    /// True if the agent announced the `streams` feature (a Switchboard agent; a RedPepper
+    /// 0.0.x agent never does).
+    pub fn speaks_streams(&self) -> bool {
+        self.streams
     }
 
     /// Whether the agent was accepted and the link is up.
@@ -206,6 +218,7 @@ impl ManagerLink {
             (State::AwaitingHello { deadline }, Body::ClientHello(h)) => {
                 let deadline = *deadline;
                 self.agent_id = Some(h.client_id.clone());
+                self.streams = h.features.iter().any(|f| f == "streams");
                 self.state = State::Authenticating { deadline };
                 self.out.push_back(Action::Event(ManagerEvent::Hello {
                     agent_id: h.client_id,
@@ -288,6 +301,9 @@ impl ManagerLink {
                         request_id: r.request_id,
                         csr_der: r.csr_der.to_vec(),
                     }));
+            }
+            (State::Established { .. }, b) if self.streams && crate::stream::is_stream_message(&b) => {
+                self.out.push_back(Action::Event(ManagerEvent::Stream(b)))
             }
             (State::Established { .. }, other) => self.fail(CloseReason::Protocol(format!(
                 "unexpected {:?} from an agent",

@@ -266,6 +266,19 @@ pub fn control_error(id: Value, e: &pb::ControlError) -> Value {
     )
 }
 
+/// The JSON-RPC error for a refused stream: code `-32100 - code`, data its name.
+pub fn stream_reject(id: Value, r: &pb::StreamReject) -> Value {
+    let name = pb::StreamEnd::try_from(r.code)
+        .map(|c| c.as_str_name())
+        .unwrap_or("PROTOCOL");
+    error(
+        id,
+        -32100 - i64::from(r.code),
+        &r.reason,
+        Some(json!({"code": name, "streamId": r.stream_id.to_string()})),
+    )
+}
+
 /// What a server-initiated message becomes: a notification named by its type, params its JSON
 /// (an `EventNotice` also carries its event parsed, as `event`).
 pub fn notify(body: &Body) -> Value {

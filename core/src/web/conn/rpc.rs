@@ -243,6 +243,7 @@ impl WebConn {
                 let mut set_cookie = None;
                 let v = match &body {
                     Body::ControlError(e) => jsonrpc::control_error(p.id.clone(), e),
+                    Body::StreamReject(r) => jsonrpc::stream_reject(p.id.clone(), r),
                     other => {
                         if let (true, Body::LoginResponse(l)) = (p.login, other)
                             && l.result == pb::login_response::Result::Ok as i32
@@ -255,6 +256,13 @@ impl WebConn {
                 };
                 return self.fill(p.group, p.slot, v, set_cookie);
             }
+        }
+        if matches!(self.mode, Mode::Rpc(_)) && matches!(body, Body::StreamData(_)) {
+            // Stream data is binary only: one native `Message` per binary frame.
+            let mut f = Vec::with_capacity(frame.len() + 10);
+            ws::encode_frame(Opcode::Binary, frame, &mut f);
+            self.out.push_back(WebOutput::Socket(f));
+            return;
         }
         if matches!(self.mode, Mode::Rpc(_)) {
             let text = jsonrpc::notify_text(&body);
