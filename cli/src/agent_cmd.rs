@@ -9,6 +9,7 @@ use switchboard_core::link::{AgentConfig, Backoff, LinkConfig};
 use switchboard_runtime_smol::agent::{AgentOptions, RenewalFiles, run_agent};
 use switchboard_runtime_smol::client::seed;
 use switchboard_runtime_smol::pki;
+use switchboard_runtime_smol::sources::SourceOptions;
 use switchboard_runtime_smol::tls;
 
 /// Arguments of `agent`.
@@ -46,6 +47,15 @@ pub struct AgentArgs {
     /// its lifetime and rewrites --cert and --key.
     #[arg(long)]
     no_renew: bool,
+    /// A directory whose files `tail` streams may follow (repeat for more; none: tail is off).
+    #[arg(long = "tail-dir")]
+    tail_dirs: Vec<PathBuf>,
+    /// Do not offer `shell` streams (a shell also needs run_command at the hub).
+    #[arg(long)]
+    no_shell: bool,
+    /// Do not announce streams at all (as a RedPepper 0.0.x agent).
+    #[arg(long)]
+    no_streams: bool,
 }
 
 /// Host part of HOST:PORT (IPv6 in brackets allowed).
@@ -96,6 +106,10 @@ pub fn run(a: AgentArgs) -> io::Result<ExitCode> {
         seed: seed(),
         connect_timeout: Duration::from_secs(10),
         renewal,
+        streams: (!a.no_streams).then(|| SourceOptions {
+            tail_dirs: a.tail_dirs.clone(),
+            shell: !a.no_shell,
+        }),
     };
     let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
     ctrlc::set_handler(move || {

@@ -136,6 +136,7 @@ async fn demo(dir: &std::path::Path) -> io::Result<ExitCode> {
             seed: seed(),
             connect_timeout: Duration::from_secs(5),
             renewal: None,
+            streams: Some(Default::default()),
         };
         agent_tasks.push(smol::spawn(run_agent(opts, stop_rx.clone(), None)));
     }

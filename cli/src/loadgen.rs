@@ -284,6 +284,7 @@ async fn drive(
                 seed: seed(),
                 connect_timeout: Duration::from_secs(30),
                 renewal: None,
+                streams: Some(Default::default()),
             };
             tasks.push(smol::spawn(run_agent(
                 opts,

@@ -115,6 +115,19 @@ impl ClientSession {
         }
     }
 
+    /// Sends one frame a [`StreamEndpoint`](crate::stream::StreamEndpoint) produced (its
+    /// `Action::Send`), in order with the session's own frames.
+    pub fn send_frame(&mut self, frame: bytes::Bytes) -> Result<(), ApiMisuse> {
+        match self.state {
+            State::Open { .. } => {
+                self.out.push_back(Action::Send(frame));
+                Ok(())
+            }
+            State::Closed(_) => Err(ApiMisuse::Closed),
+            State::AwaitingWelcome { .. } => Err(ApiMisuse::NotEstablished),
+        }
+    }
+
     /// Says Bye and closes.
     pub fn close(&mut self, reason: &str) {
         if !matches!(self.state, State::Closed(_)) {

@@ -23,6 +23,8 @@ use crate::client::with_timeout;
 use crate::operations::{self, DataRequester, OperationRequest, Outcome, OutcomeStatus, Progress};
 use crate::pki;
 use crate::server::unix_ms_now;
+use crate::sources::SourceMsg;
+use crate::sources::conn::AgentStreams;
 
 /// How an agent runs.
 #[derive(Clone)]
@@ -44,6 +46,9 @@ pub struct AgentOptions {
     /// Where the certificate lives, for automatic renewal at two thirds of its lifetime;
     /// `None` turns renewal off (a RedPepper 0.0.x manager does not know it).
     pub renewal: Option<RenewalFiles>,
+    /// Stream sources offered (`None`: the agent does not announce streams, as a RedPepper
+    /// 0.0.x agent).
+    pub streams: Option<crate::sources::SourceOptions>,
 }
 
 /// The files of an agent's identity, rewritten when its certificate is renewed.
@@ -289,7 +294,12 @@ async fn run_connection(
     status: Option<&Sender<AgentStatus>>,
     mut renewer: Option<&mut Renewer>,
 ) -> String {
-    let mut link = AgentLink::new(Instant::now(), opts.agent.clone(), seed);
+    let mut link = match &opts.streams {
+        Some(_) => AgentLink::with_streams(Instant::now(), opts.agent.clone(), seed),
+        None => AgentLink::new(Instant::now(), opts.agent.clone(), seed),
+    };
+    let mut streams = AgentStreams::new(opts.streams.clone().unwrap_or_default());
+    let stream_rx = streams.receiver();
     let (work_tx, work_rx) = async_channel::unbounded::<WorkerMsg>();
     let requester: Arc<dyn DataRequester> = Arc::new(LinkRequester {
         tx: work_tx.clone(),
@@ -299,86 +309,98 @@ async fn run_connection(
     let mut waiting: HashMap<i64, Sender<Result<String, String>>> = HashMap::new();
     let mut buf = vec![0u8; 16 * 1024];
     let reason = 'conn: loop {
-        // 1. Perform what the link asks.
-        while let Some(action) = link.poll_action() {
-            match action {
-                Action::Send(bytes) => {
-                    if let Err(e) = write_frame(&mut tls, &bytes).await {
-                        link.handle_transport_closed(&e.to_string());
-                    }
-                }
-                Action::Close(reason) => {
-                    let _ = tls.close().await;
-                    break 'conn reason.to_string();
-                }
-                Action::Timer(_) => {}
-                Action::Event(AgentEvent::Connected) => {
-                    backoff.connected(Instant::now());
-                    tracing::info!(manager = %opts.manager, "agent connected");
-                    report(status, AgentStatus::Connected);
-                }
-                Action::Event(AgentEvent::Command {
-                    command_id,
-                    operation,
-                    data,
-                }) => {
-                    report(
-                        status,
-                        AgentStatus::CommandStarted {
-                            command_id,
-                            operation: operation.clone(),
-                        },
-                    );
-                    spawn_command(command_id, operation, data, &work_tx, &requester, &running);
-                }
-                Action::Event(AgentEvent::Cancel { command_id }) => {
-                    let cancel = lock(&running).get(&command_id).cloned();
-                    match cancel {
-                        Some(c) => {
-                            let _ = c.try_send(());
-                        }
-                        None => {
-                            tracing::debug!(command_id, "cancel for a command that is not running")
+        // 1. Perform what the link (and the streams beside it) ask.
+        loop {
+            while let Some(action) = link.poll_action() {
+                match action {
+                    Action::Send(bytes) => {
+                        if let Err(e) = write_frame(&mut tls, &bytes).await {
+                            link.handle_transport_closed(&e.to_string());
                         }
                     }
-                }
-                Action::Event(AgentEvent::Certificate { result, .. }) => {
-                    let Some(r) = renewer.as_deref_mut() else {
-                        continue;
-                    };
-                    let outcome = match result {
-                        Ok((pem, _)) => r.install(&opts.agent.agent_id, pem).await,
-                        Err(e) => Err(e.to_string()),
-                    };
-                    match outcome {
-                        Ok(not_after_unix_ms) => {
-                            tracing::info!(not_after_unix_ms, "certificate renewed and stored");
-                            report(
-                                status,
-                                AgentStatus::CertificateRenewed { not_after_unix_ms },
-                            );
-                        }
-                        Err(e) => {
-                            r.pending_key = None;
-                            r.schedule.failed(unix_ms_now());
-                            tracing::warn!(error = %e, "certificate renewal failed; will retry");
+                    Action::Close(reason) => {
+                        let _ = tls.close().await;
+                        break 'conn reason.to_string();
+                    }
+                    Action::Timer(_) => {}
+                    Action::Event(AgentEvent::Connected) => {
+                        backoff.connected(Instant::now());
+                        tracing::info!(manager = %opts.manager, "agent connected");
+                        report(status, AgentStatus::Connected);
+                    }
+                    Action::Event(AgentEvent::Command {
+                        command_id,
+                        operation,
+                        data,
+                    }) => {
+                        report(
+                            status,
+                            AgentStatus::CommandStarted {
+                                command_id,
+                                operation: operation.clone(),
+                            },
+                        );
+                        spawn_command(command_id, operation, data, &work_tx, &requester, &running);
+                    }
+                    Action::Event(AgentEvent::Cancel { command_id }) => {
+                        let cancel = lock(&running).get(&command_id).cloned();
+                        match cancel {
+                            Some(c) => {
+                                let _ = c.try_send(());
+                            }
+                            None => {
+                                tracing::debug!(
+                                    command_id,
+                                    "cancel for a command that is not running"
+                                )
+                            }
                         }
                     }
-                }
-                Action::Event(AgentEvent::Response { request_id, result }) => {
-                    if let Some(reply) = waiting.remove(&request_id) {
-                        let _ = reply.try_send(result.map_err(|e| match e {
-                            RequestError::Failed(t) => t,
-                            other => other.to_string(),
-                        }));
+                    Action::Event(AgentEvent::Certificate { result, .. }) => {
+                        let Some(r) = renewer.as_deref_mut() else {
+                            continue;
+                        };
+                        let outcome = match result {
+                            Ok((pem, _)) => r.install(&opts.agent.agent_id, pem).await,
+                            Err(e) => Err(e.to_string()),
+                        };
+                        match outcome {
+                            Ok(not_after_unix_ms) => {
+                                tracing::info!(not_after_unix_ms, "certificate renewed and stored");
+                                report(
+                                    status,
+                                    AgentStatus::CertificateRenewed { not_after_unix_ms },
+                                );
+                            }
+                            Err(e) => {
+                                r.pending_key = None;
+                                r.schedule.failed(unix_ms_now());
+                                tracing::warn!(error = %e, "certificate renewal failed; will retry");
+                            }
+                        }
+                    }
+                    Action::Event(AgentEvent::Response { request_id, result }) => {
+                        if let Some(reply) = waiting.remove(&request_id) {
+                            let _ = reply.try_send(result.map_err(|e| match e {
+                                RequestError::Failed(t) => t,
+                                other => other.to_string(),
+                            }));
+                        }
+                    }
+                    Action::Event(AgentEvent::Stream(body)) => {
+                        streams.on_message(Instant::now(), body);
                     }
                 }
+            }
+            if !streams.drain(&mut link) {
+                break;
             }
         }
         // 2. Wait for bytes, a worker message, the timer, or stop.
         enum Wake {
             Read(io::Result<usize>),
             Work(WorkerMsg),
+            Source(SourceMsg),
             Timer,
             Stop,
         }
@@ -427,7 +449,13 @@ async fn run_connection(
                 let _ = stop.recv().await;
                 Wake::Stop
             };
-            read.or(work).or(timer).or(stopping).await
+            let source = async {
+                match stream_rx.recv().await {
+                    Ok(m) => Wake::Source(m),
+                    Err(_) => std::future::pending().await,
+                }
+            };
+            read.or(work).or(source).or(timer).or(stopping).await
         };
         let now = Instant::now();
         match wake {
@@ -436,6 +464,7 @@ async fn run_connection(
             Wake::Read(Err(e)) => link.handle_transport_closed(&e.to_string()),
             Wake::Timer => link.handle_timeout(now),
             Wake::Stop => link.close("agent shutting down"),
+            Wake::Source(m) => streams.on_source(m),
             Wake::Work(WorkerMsg::Csr(made)) => {
                 if let Some(r) = renewer.as_deref_mut() {
                     let sent = made.and_then(|kr| {
@@ -493,6 +522,8 @@ async fn run_connection(
             },
         }
     };
+    // The connection is gone: its streams stop (shells are killed).
+    streams.stop_all();
     // The connection is gone: running commands can no longer report. Cancel them (kills
     // processes); the manager already counts them as failed.
     for (_, cancel) in lock(&running).drain() {

@@ -11,5 +11,6 @@ pub mod operations;
 pub mod pki;
 pub mod secret;
 pub mod server;
+pub mod sources;
 pub mod store;
 pub mod tls;

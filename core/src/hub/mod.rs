@@ -30,7 +30,6 @@ use crate::perm::Permissions;
 use crate::rng::{self, CoreRng};
 pub use domain::{Actor, DomainError};
 pub use feed::FEED_REPLACED;
-pub use streams::StreamStats;
 pub use io::{
     ConnId, HubAction, HubConfig, HubEvent, PeerCert, PeerInfo, SignTicket, SignedCertificate,
     VerifyTicket,
@@ -39,6 +38,7 @@ pub use persist::{
     AgentRecord, CertificateRecord, Change, ChannelRecord, CommandRecord, CommandStatus,
     EventRecord, FeedClientRecord, StoredState, UserRecord,
 };
+pub use streams::StreamStats;
 
 pub(crate) struct SessionState {
     pub(crate) user: String,

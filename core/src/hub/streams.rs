@@ -203,22 +203,20 @@ impl Hub {
                         self.send_body(conn, body);
                     }
                 }
-                RouterOutput::HubSourceOpened { group, open } => {
-                    match hub_stats_interval(&open) {
-                        Ok(interval) => {
-                            self.streams.hub_accept(group);
-                            self.hub_sources.insert(
-                                group,
-                                HubSource {
-                                    interval,
-                                    next: now,
-                                },
-                            );
-                            self.produce_hub_stats(now, group);
-                        }
-                        Err(why) => self.streams.hub_reject(group, EndCode::Unsupported, &why),
+                RouterOutput::HubSourceOpened { group, open } => match hub_stats_interval(&open) {
+                    Ok(interval) => {
+                        self.streams.hub_accept(group);
+                        self.hub_sources.insert(
+                            group,
+                            HubSource {
+                                interval,
+                                next: now,
+                            },
+                        );
+                        self.produce_hub_stats(now, group);
                     }
-                }
+                    Err(why) => self.streams.hub_reject(group, EndCode::Unsupported, &why),
+                },
                 RouterOutput::HubSourceResync { group } => {
                     if self.hub_sources.contains_key(&group) {
                         self.produce_hub_stats(now, group);
@@ -301,3 +299,7 @@ fn hub_stats_interval(open: &pb::StreamOpen) -> Result<Duration, String> {
 
 /// The hub's sources by group.
 pub(crate) type HubSources = BTreeMap<u64, HubSource>;
+
+#[cfg(test)]
+#[path = "streams_tests.rs"]
+mod tests;

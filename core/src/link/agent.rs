@@ -71,6 +71,10 @@ pub enum AgentEvent {
         /// The JSON data, or why there is none.
         result: Result<String, RequestError>,
     },
+    /// A stream message from the hub (only on a link made with
+    /// [`AgentLink::with_streams`]): hand it to the agent's
+    /// [`StreamEndpoint`](crate::stream::StreamEndpoint).
+    Stream(Body),
 }
 
 #[derive(Debug)]
@@ -122,11 +126,23 @@ pub struct AgentLink {
     renewal: Option<(i64, Instant)>,
     next_request_id: i64,
     armed: Option<Instant>,
+    streams: bool,
 }
 
 impl AgentLink {
     /// A new connection whose TLS handshake completed at `now`; queues the ClientHello.
     pub fn new(now: Instant, cfg: AgentConfig, seed: u64) -> Self {
+        Self::make(now, cfg, seed, false)
+    }
+
+    /// Like [`new`](Self::new), announcing the `streams` feature in the ClientHello: stream
+    /// messages from the hub come out as [`AgentEvent::Stream`], and
+    /// [`send_frame`](Self::send_frame) carries the endpoint's frames.
+    pub fn with_streams(now: Instant, cfg: AgentConfig, seed: u64) -> Self {
+        Self::make(now, cfg, seed, true)
+    }
+
+    fn make(now: Instant, cfg: AgentConfig, seed: u64, streams: bool) -> Self {
         let mut link = AgentLink {
             state: State::AwaitingServerHello {
                 deadline: now + cfg.link.hello_timeout,
@@ -139,8 +155,15 @@ impl AgentLink {
             renewal: None,
             next_request_id: 1,
             armed: None,
+            streams,
         };
-        link.send(&msg::client_hello(&cfg.agent_id, &cfg.secret));
+        let mut hello = msg::client_hello(&cfg.agent_id, &cfg.secret);
+        if let Some(Body::ClientHello(h)) = &mut hello.message
+            && streams
+        {
+            h.features.push("streams".into());
+        }
+        link.send(&hello);
         link.rearm();
         link
     }
@@ -257,12 +280,25 @@ impl AgentLink {
                     result,
                 }));
             }
+            (State::Established { .. }, b)
+                if self.streams && crate::stream::is_stream_message(&b) =>
+            {
+                self.out.push_back(Action::Event(AgentEvent::Stream(b)))
+            }
             (State::Established { .. }, other) => self.fail(CloseReason::Protocol(format!(
                 "unexpected {:?} from a manager",
                 msg::type_of(&other)
             ))),
             (State::Closed(_), _) => {}
         }
+    }
+
+    /// Sends one frame a [`StreamEndpoint`](crate::stream::StreamEndpoint) produced (its
+    /// `Action::Send`), in order with the link's own frames.
+    pub fn send_frame(&mut self, frame: bytes::Bytes) -> Result<(), ApiMisuse> {
+        self.established()?;
+        self.out.push_back(Action::Send(frame));
+        Ok(())
     }
 
     /// Reports progress of a command.

@@ -302,7 +302,9 @@ impl ManagerLink {
                         csr_der: r.csr_der.to_vec(),
                     }));
             }
-            (State::Established { .. }, b) if self.streams && crate::stream::is_stream_message(&b) => {
+            (State::Established { .. }, b)
+                if self.streams && crate::stream::is_stream_message(&b) =>
+            {
                 self.out.push_back(Action::Event(ManagerEvent::Stream(b)))
             }
             (State::Established { .. }, other) => self.fail(CloseReason::Protocol(format!(

@@ -589,13 +589,21 @@ impl StreamEndpoint {
             }));
         };
         if !theirs || id == 0 {
-            return refuse(self, EndCode::Protocol, format!("stream id {id} is not the peer's to open"));
+            return refuse(
+                self,
+                EndCode::Protocol,
+                format!("stream id {id} is not the peer's to open"),
+            );
         }
         if self.streams.contains_key(&id) {
             return refuse(self, EndCode::Protocol, format!("stream id {id} is in use"));
         }
         if self.streams.len() >= self.limits.max_per_conn {
-            return refuse(self, EndCode::Limit, "too many streams on this connection".into());
+            return refuse(
+                self,
+                EndCode::Limit,
+                "too many streams on this connection".into(),
+            );
         }
         if let Err(e) = validate_open(&o, &self.limits) {
             return refuse(self, EndCode::Invalid, e);
@@ -656,7 +664,8 @@ impl StreamEndpoint {
 
     fn fail(&mut self, why: String) {
         self.handle_transport_closed(&why);
-        self.out.push_back(Action::Close(CloseReason::Protocol(why)));
+        self.out
+            .push_back(Action::Close(CloseReason::Protocol(why)));
     }
 
     fn send(&mut self, body: Body) {

@@ -231,7 +231,10 @@ impl Router {
             return reject(
                 self,
                 EndCode::Limit,
-                format!("at most {} streams per connection", self.limits.max_per_conn),
+                format!(
+                    "at most {} streams per connection",
+                    self.limits.max_per_conn
+                ),
             );
         }
         let class = Class::try_from(open.class).unwrap_or(Class::Lossless);
@@ -397,7 +400,12 @@ impl Router {
                     if let Some(gr) = self.groups.get_mut(&g) {
                         gr.source = None;
                     }
-                    self.end_group(g, EndCode::SourceGone, "the source's connection ended", None);
+                    self.end_group(
+                        g,
+                        EndCode::SourceGone,
+                        "the source's connection ended",
+                        None,
+                    );
                 }
                 Role::Sink(g) => self.leave(now, g, leg, None),
             }
@@ -615,8 +623,7 @@ impl Router {
             }
             Body::StreamClose(c) => {
                 let code = EndCode::try_from(c.code).unwrap_or(EndCode::Normal);
-                if let Some((conn, id)) = self.groups.get_mut(&gid).and_then(|g| g.source.take())
-                {
+                if let Some((conn, id)) = self.groups.get_mut(&gid).and_then(|g| g.source.take()) {
                     self.drop_leg((conn, id));
                 }
                 let reason = if c.reason.is_empty() {
@@ -773,7 +780,12 @@ impl Router {
         let len = d.payload.len() as u64;
         let protocol = |r: &mut Self, why: &str| {
             let why = format!("{}: {why}", end_text(EndCode::Protocol));
-            r.end_group(gid, EndCode::Protocol, &why, Some((EndCode::Protocol, &why)));
+            r.end_group(
+                gid,
+                EndCode::Protocol,
+                &why,
+                Some((EndCode::Protocol, &why)),
+            );
         };
         if !g.accepted {
             return protocol(self, "data before the accept");
@@ -901,19 +913,15 @@ impl Router {
                         s.queue.clear();
                         s.queued = 0;
                         s.awaiting_key = true;
-                        need_resync = true;
                     }
                 }
+                // Either way, ask the source for a fresh key frame (coalesced per group).
+                need_resync = true;
                 let n = (before - s.queue.len()) as u64;
                 s.dropped += n;
                 dropped += n;
             }
-            Self::flush_sink(
-                &mut self.out,
-                &mut self.delivered_total,
-                leg,
-                s,
-            );
+            Self::flush_sink(&mut self.out, &mut self.delivered_total, leg, s);
         }
         self.dropped_total += dropped;
         if need_resync {
@@ -922,7 +930,11 @@ impl Router {
     }
 
     fn flush(&mut self, gid: u64, leg: Leg) {
-        let Some(s) = self.groups.get_mut(&gid).and_then(|g| g.sinks.get_mut(&leg)) else {
+        let Some(s) = self
+            .groups
+            .get_mut(&gid)
+            .and_then(|g| g.sinks.get_mut(&leg))
+        else {
             return;
         };
         Self::flush_sink(&mut self.out, &mut self.delivered_total, leg, s);
@@ -967,7 +979,9 @@ impl Router {
         g.last_resync = Some(now);
         g.resync_pending = false;
         match g.source {
-            Some((sc, sid)) => self.send(sc, Body::StreamResync(pb::StreamResync { stream_id: sid })),
+            Some((sc, sid)) => {
+                self.send(sc, Body::StreamResync(pb::StreamResync { stream_id: sid }))
+            }
             None => self
                 .out
                 .push_back(RouterOutput::HubSourceResync { group: gid }),
@@ -1049,10 +1063,9 @@ impl Router {
                     }),
                 );
             }
-            None if self.is_hub_group(&g) => {
-                self.out
-                    .push_back(RouterOutput::HubSourceClosed { group: gid })
-            }
+            None if self.is_hub_group(&g) => self
+                .out
+                .push_back(RouterOutput::HubSourceClosed { group: gid }),
             None => {}
         }
     }

@@ -169,6 +169,10 @@ impl Rig {
             seed: 5,
             connect_timeout: Duration::from_secs(5),
             renewal,
+            streams: Some(switchboard_runtime_smol::sources::SourceOptions {
+                tail_dirs: vec![std::env::temp_dir()],
+                shell: true,
+            }),
         };
         let (stop_tx, stop_rx) = async_channel::bounded(1);
         let (status_tx, status_rx) = async_channel::unbounded();

@@ -556,6 +556,8 @@ impl Work {
     fn on_event(&mut self, now: Instant, link: &mut AgentLink, ev: AgentEvent) {
         match ev {
             AgentEvent::Connected | AgentEvent::Certificate { .. } => {}
+            // This simulated agent does not announce streams (sim::streams has its own).
+            AgentEvent::Stream(_) => {}
             AgentEvent::Command {
                 command_id,
                 operation,
