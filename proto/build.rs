@@ -10,6 +10,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     prost_build::Config::new()
         .bytes(["."])
         .btree_map(["."])
+        // The one large member: boxed so that `Message` stays small.
+        .boxed(".switchboard.Message.message.stream_open")
         .compile_fds(fds)?;
     // Default values are written out (`"result": "OK"` rather than nothing), so that JSON
     // clients see every field; unknown fields are refused on input.

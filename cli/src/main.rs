@@ -11,6 +11,7 @@ mod feed_clients;
 mod loadgen;
 mod relay_cmd;
 mod serve;
+mod stream_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,6 +46,8 @@ enum Command {
     Loadgen(loadgen::LoadgenArgs),
     /// Run the UDP channel relay as its own process, taking the hub's signed commands.
     Relay(relay_cmd::RelayArgs),
+    /// Live streams from agents (metrics, tail, shell) and the hub's list of streams.
+    Stream(stream_cmd::StreamArgs),
 }
 
 /// Where the data dir is, for the commands that use one.
@@ -84,6 +87,7 @@ fn main() -> ExitCode {
         Command::Demo(a) => demo::run(a),
         Command::Loadgen(a) => loadgen::run(a),
         Command::Relay(a) => relay_cmd::run(a),
+        Command::Stream(a) => stream_cmd::run(a),
     };
     match result {
         Ok(code) => code,

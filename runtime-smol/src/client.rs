@@ -169,6 +169,15 @@ impl AdminClient {
         Ok(())
     }
 
+    /// Writes one frame a [`StreamEndpoint`](switchboard_core::stream::StreamEndpoint)
+    /// produced (its `Action::Send`).
+    pub async fn send_frame(&mut self, frame: bytes::Bytes) -> io::Result<()> {
+        self.session
+            .send_frame(frame)
+            .map_err(|e| io::Error::new(io::ErrorKind::NotConnected, e))?;
+        self.flush().await.map(|_| ())
+    }
+
     /// Says Bye and closes.
     pub async fn close(mut self) -> io::Result<()> {
         self.session.close("done");

@@ -72,7 +72,7 @@ impl Hub {
             perms: s.perms,
         };
         match body {
-            Body::StreamOpen(o) => self.stream_open(now, conn, opener, o),
+            Body::StreamOpen(o) => self.stream_open(now, conn, opener, *o),
             Body::ListStreamsRequest(r) => {
                 let Opener::User { user, uid, perms } = opener else {
                     return;
@@ -111,7 +111,7 @@ impl Hub {
                 let Some(id) = link.agent_id().map(str::to_owned) else {
                     return;
                 };
-                self.stream_open(now, conn, Opener::Agent(id), o)
+                self.stream_open(now, conn, Opener::Agent(id), *o)
             }
             other => {
                 self.streams.handle_message(now, conn, other);

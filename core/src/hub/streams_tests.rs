@@ -66,7 +66,7 @@ impl Net {
         hub.accept(
             now,
             AGENT,
-            PeerInfo::named("10.0.0.1:1".parse().unwrap(), "a1"),
+            PeerInfo::named("10.0.0.1:1".parse().expect("in test"), "a1"),
         );
         let cfg = AgentConfig {
             agent_id: "a1".into(),
@@ -92,7 +92,7 @@ impl Net {
         self.hub.accept(
             self.now,
             c,
-            PeerInfo::named("10.0.0.2:1".parse().unwrap(), user),
+            PeerInfo::named("10.0.0.2:1".parse().expect("in test"), user),
         );
         self.ops.insert(
             c,
@@ -111,7 +111,13 @@ impl Net {
     }
 
     fn open(&mut self, c: ConnId, req: OpenRequest) -> u64 {
-        let id = self.ops.get_mut(&c).unwrap().ep.open(req).unwrap();
+        let id = self
+            .ops
+            .get_mut(&c)
+            .expect("in test")
+            .ep
+            .open(req)
+            .expect("in test");
         self.pump();
         id
     }
@@ -153,7 +159,7 @@ impl Net {
             while let Some(a) = self.aep.poll_action() {
                 moved = true;
                 match a {
-                    Action::Send(b) => self.agent.send_frame(b).unwrap(),
+                    Action::Send(b) => self.agent.send_frame(b).expect("in test"),
                     Action::Event(StreamEvent::ResyncRequested { .. }) => {
                         self.resyncs.push(self.now)
                     }
@@ -181,10 +187,8 @@ impl Net {
                 while let Some(a) = op.ep.poll_action() {
                     moved = true;
                     match a {
-                        Action::Send(b) => {
-                            if op.session.is_open() {
-                                op.session.send_frame(b).unwrap()
-                            }
+                        Action::Send(b) if op.session.is_open() => {
+                            op.session.send_frame(b).expect("in test")
                         }
                         Action::Event(StreamEvent::Data {
                             id,
@@ -194,7 +198,7 @@ impl Net {
                             channel,
                         }) => {
                             if op.consume {
-                                op.ep.consume(id, payload.len()).unwrap();
+                                op.ep.consume(id, payload.len()).expect("in test");
                             }
                             op.events.push(StreamEvent::Data {
                                 id,
@@ -251,7 +255,7 @@ impl Net {
     }
 
     fn release(&mut self, c: ConnId) {
-        let op = self.ops.get_mut(&c).unwrap();
+        let op = self.ops.get_mut(&c).expect("in test");
         op.hold = false;
         for b in std::mem::take(&mut op.held) {
             op.session.handle_input(self.now, &b);
@@ -292,10 +296,10 @@ fn a_second_sink_of_the_same_resource_shares_the_source_and_starts_from_the_cach
         sid % 2 == 1,
         "hub-opened ids are odd on the agent's connection"
     );
-    net.aep.accept(*sid, 0).unwrap();
+    net.aep.accept(*sid, 0).expect("in test");
     net.aep
         .send_data(*sid, 0, true, Bytes::from_static(b"{\"cpu\":1}"))
-        .unwrap();
+        .expect("in test");
     net.pump();
     assert_eq!(net.data_seqs(a), vec![1]);
     // The second viewer: no new source, the cached key frame at once.
@@ -311,7 +315,7 @@ fn a_second_sink_of_the_same_resource_shares_the_source_and_starts_from_the_cach
     assert_eq!(net.data_seqs(b), vec![1]);
     net.aep
         .send_data(*sid, 0, true, Bytes::from_static(b"{\"cpu\":2}"))
-        .unwrap();
+        .expect("in test");
     net.pump();
     assert_eq!(net.data_seqs(a), vec![1, 2]);
     assert_eq!(net.data_seqs(b), vec![1, 2]);
@@ -332,10 +336,10 @@ fn a_held_sink_never_slows_the_source_or_the_others_and_recovers_with_a_key_fram
         net.open(s, metrics());
     }
     let (sid, _) = net.incoming()[0].clone();
-    net.aep.accept(sid, 0).unwrap();
+    net.aep.accept(sid, 0).expect("in test");
     net.pump();
     let slow = sinks[4];
-    net.ops.get_mut(&slow).unwrap().hold = true;
+    net.ops.get_mut(&slow).expect("in test").hold = true;
     let cap = net.hub.cfg.streams.sink_queue;
     let frame = Bytes::from(vec![7u8; 4096]);
     let started = net.now;
@@ -345,7 +349,7 @@ fn a_held_sink_never_slows_the_source_or_the_others_and_recovers_with_a_key_fram
         let out = net
             .aep
             .send_data(sid, 0, i % 10 == 0, frame.clone())
-            .unwrap();
+            .expect("in test");
         assert_eq!(
             out,
             SendOutcome::Sent,
@@ -377,11 +381,11 @@ fn a_held_sink_never_slows_the_source_or_the_others_and_recovers_with_a_key_fram
     for i in 0..20u64 {
         net.aep
             .send_data(sid, 0, i % 10 == 0, frame.clone())
-            .unwrap();
+            .expect("in test");
         net.advance(Duration::from_millis(5));
     }
     let seqs = net.data_seqs(slow);
-    let last = *seqs.last().unwrap();
+    let last = *seqs.last().expect("in test");
     assert_eq!(last, sent as u64 + 20, "the slow sink caught up");
     let listed = net.hub.streams.list();
     assert!(listed[0].sinks.iter().any(|s| s.dropped_frames > 0));
@@ -395,14 +399,14 @@ fn the_last_sink_out_stops_the_source_and_a_source_gone_closes_every_sink() {
     let ia = net.open(a, metrics());
     let ib = net.open(b, metrics());
     let (sid, _) = net.incoming()[0].clone();
-    net.aep.accept(sid, 0).unwrap();
+    net.aep.accept(sid, 0).expect("in test");
     net.pump();
     net.ops
         .get_mut(&a)
-        .unwrap()
+        .expect("in test")
         .ep
         .close(ia, EndCode::Normal, "bye")
-        .unwrap();
+        .expect("in test");
     net.pump();
     assert!(
         net.agent_events
@@ -411,10 +415,10 @@ fn the_last_sink_out_stops_the_source_and_a_source_gone_closes_every_sink() {
     );
     net.ops
         .get_mut(&b)
-        .unwrap()
+        .expect("in test")
         .ep
         .close(ib, EndCode::Normal, "bye")
-        .unwrap();
+        .expect("in test");
     net.pump();
     assert!(net.agent_events.iter().any(|e| matches!(
         e,
@@ -427,7 +431,7 @@ fn the_last_sink_out_stops_the_source_and_a_source_gone_closes_every_sink() {
     // A new group, then the agent's connection drops.
     let ia = net.open(a, metrics());
     let (sid, _) = net.incoming()[0].clone();
-    net.aep.accept(sid, 0).unwrap();
+    net.aep.accept(sid, 0).expect("in test");
     net.pump();
     net.hub.handle_closed(net.now, AGENT);
     net.pump();
@@ -457,7 +461,7 @@ fn lossless_credit_runs_end_to_end_and_a_sink_that_stops_reading_is_a_slow_consu
         },
     );
     let (sid, _) = net.incoming()[0].clone();
-    net.aep.accept(sid, 0).unwrap();
+    net.aep.accept(sid, 0).expect("in test");
     net.pump();
     assert_eq!(
         net.aep.send_capacity(sid),
@@ -471,7 +475,7 @@ fn lossless_credit_runs_end_to_end_and_a_sink_that_stops_reading_is_a_slow_consu
         assert!(n > 0);
         net.aep
             .send_data(sid, 0, false, Bytes::from(vec![i; n]))
-            .unwrap();
+            .expect("in test");
         total += n;
         net.pump();
     }
@@ -485,18 +489,18 @@ fn lossless_credit_runs_end_to_end_and_a_sink_that_stops_reading_is_a_slow_consu
         .sum();
     assert_eq!(got, total);
     // Now it stops consuming: the source runs out of credit, then the hub ends the stream.
-    net.ops.get_mut(&a).unwrap().consume = false;
+    net.ops.get_mut(&a).expect("in test").consume = false;
     while net.aep.send_capacity(sid) > 0 {
         let n = net.aep.send_capacity(sid);
         net.aep
             .send_data(sid, 0, false, Bytes::from(vec![0; n]))
-            .unwrap();
+            .expect("in test");
         net.pump();
     }
     assert_eq!(
         net.aep
             .send_data(sid, 0, false, Bytes::from_static(b"x"))
-            .unwrap(),
+            .expect("in test"),
         SendOutcome::Blocked
     );
     net.advance(Duration::from_secs(29));
@@ -582,7 +586,7 @@ fn opens_are_authorised_routed_or_refused_with_a_reason() {
     let (sid, _) = net.incoming()[0].clone();
     net.aep
         .reject(sid, EndCode::Unsupported, "no desktop here")
-        .unwrap();
+        .expect("in test");
     net.pump();
     assert_eq!(rejected(&net, v).len(), 4);
     assert!(net.incoming().is_empty());
@@ -619,7 +623,7 @@ fn the_hub_is_a_source_of_its_own_figures() {
     else {
         unreachable!()
     };
-    let v: serde_json::Value = serde_json::from_slice(payload).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(payload).expect("in test");
     assert_eq!(v["agents_connected"], 1);
     assert_eq!(v["stream_sinks"], 1);
 }
@@ -633,7 +637,7 @@ fn a_redpepper_agent_gets_no_stream_traffic_and_the_open_is_refused() {
     hub.accept(
         now,
         AGENT,
-        PeerInfo::named("10.0.0.1:1".parse().unwrap(), "old"),
+        PeerInfo::named("10.0.0.1:1".parse().expect("in test"), "old"),
     );
     let cfg = AgentConfig {
         agent_id: "old".into(),
@@ -645,7 +649,7 @@ fn a_redpepper_agent_gets_no_stream_traffic_and_the_open_is_refused() {
     hub.accept(
         now,
         op,
-        PeerInfo::named("10.0.0.2:1".parse().unwrap(), "admin"),
+        PeerInfo::named("10.0.0.2:1".parse().expect("in test"), "admin"),
     );
     let mut session = ClientSession::new(now, LinkConfig::default(), "t", 3);
     let mut ep = StreamEndpoint::new(Side::Client, StreamLimits::default());
@@ -657,7 +661,7 @@ fn a_redpepper_agent_gets_no_stream_traffic_and_the_open_is_refused() {
                 agent_id: "old".into(),
                 ..metrics()
             })
-            .unwrap();
+            .expect("in test");
         }
         while let Some(a) = hub.poll_action() {
             match a {
@@ -688,7 +692,7 @@ fn a_redpepper_agent_gets_no_stream_traffic_and_the_open_is_refused() {
         }
         while let Some(a) = ep.poll_action() {
             match a {
-                Action::Send(b) if session.is_open() => session.send_frame(b).unwrap(),
+                Action::Send(b) if session.is_open() => session.send_frame(b).expect("in test"),
                 Action::Event(StreamEvent::Rejected { code, reason, .. }) => {
                     refused = Some((code, reason))
                 }

@@ -38,7 +38,7 @@ pub struct OpenRequest {
     pub params: BTreeMap<String, String>,
 }
 
-/// What happened to a [`StreamEndpoint::send`].
+/// What happened to a [`StreamEndpoint::send_data`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SendOutcome {
     /// Sent (queued as an action).
@@ -278,7 +278,7 @@ impl StreamEndpoint {
                 blocked: false,
             },
         );
-        self.send(Body::StreamOpen(pb::StreamOpen {
+        self.send(Body::StreamOpen(Box::new(pb::StreamOpen {
             request_id: 0,
             stream_id: id,
             kind: req.kind,
@@ -288,7 +288,7 @@ impl StreamEndpoint {
             initial_credit: window as u32,
             params: req.params,
             opened_by: String::new(),
-        }));
+        })));
         Ok(id)
     }
 
@@ -452,11 +452,9 @@ impl StreamEndpoint {
     /// A message that arrived. Returns it back when it is not a stream message.
     pub fn handle_message(&mut self, _now: Instant, body: Body) -> Option<Body> {
         match body {
-            Body::StreamOpen(o) => self.on_open(o),
+            Body::StreamOpen(o) => self.on_open(*o),
             Body::StreamAccept(a) => {
-                let Some(e) = self.streams.get_mut(&a.stream_id) else {
-                    return None;
-                };
+                let e = self.streams.get_mut(&a.stream_id)?;
                 if e.state != State::Opening {
                     return self.protocol_close(a.stream_id, "accept of a stream already open");
                 }
@@ -510,9 +508,7 @@ impl StreamEndpoint {
             }
             Body::StreamCredit(c) => {
                 let max = self.limits.max_window;
-                let Some(e) = self.streams.get_mut(&c.stream_id) else {
-                    return None;
-                };
+                let e = self.streams.get_mut(&c.stream_id)?;
                 e.send_credit = e.send_credit.saturating_add(c.bytes);
                 if e.send_credit > max.saturating_mul(2) {
                     return self.protocol_close(c.stream_id, "credit above the largest window");

@@ -1,3 +1,5 @@
+#![allow(clippy::disallowed_methods)] // one base instant; time is then passed in
+
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -27,16 +29,16 @@ fn open(l: &mut LocalStreams, class: Class, window: u32) -> u64 {
             window,
             ..Default::default()
         })
-        .unwrap()
+        .expect("in test")
 }
 
 #[test]
 fn ids_of_the_two_ends_never_collide() {
     let mut c = StreamEndpoint::new(Side::Client, StreamLimits::default());
     let mut s = StreamEndpoint::new(Side::Server, StreamLimits::default());
-    let a = c.open(OpenRequest::default()).unwrap();
-    let b = c.open(OpenRequest::default()).unwrap();
-    let x = s.open(OpenRequest::default()).unwrap();
+    let a = c.open(OpenRequest::default()).expect("in test");
+    let b = c.open(OpenRequest::default()).expect("in test");
+    let x = s.open(OpenRequest::default()).expect("in test");
     assert_eq!((a % 2, b % 2, x % 2), (0, 0, 1));
     assert_ne!(a, b);
     assert!(opened_by_hub(x) && !opened_by_hub(a));
@@ -52,7 +54,7 @@ fn lossless_source_sends_only_within_credit_and_resumes_on_credit() {
         ev[0],
         (LocalEnd::Source, StreamEvent::Incoming { .. })
     ));
-    l.source().accept(id, 0).unwrap();
+    l.source().accept(id, 0).expect("in test");
     assert!(matches!(
         events(&mut l, now)[0],
         (LocalEnd::Sink, StreamEvent::Accepted { .. })
@@ -60,12 +62,16 @@ fn lossless_source_sends_only_within_credit_and_resumes_on_credit() {
     assert_eq!(l.source().send_capacity(id), 1000);
     let big = Bytes::from(vec![7u8; 600]);
     assert_eq!(
-        l.source().send_data(id, 0, false, big.clone()).unwrap(),
+        l.source()
+            .send_data(id, 0, false, big.clone())
+            .expect("in test"),
         SendOutcome::Sent
     );
     assert_eq!(l.source().send_capacity(id), 400);
     assert_eq!(
-        l.source().send_data(id, 0, false, big.clone()).unwrap(),
+        l.source()
+            .send_data(id, 0, false, big.clone())
+            .expect("in test"),
         SendOutcome::Blocked
     );
     let ev = events(&mut l, now);
@@ -80,7 +86,7 @@ fn lossless_source_sends_only_within_credit_and_resumes_on_credit() {
     };
     assert_eq!((*sequence, payload.len()), (1, 600));
     // Credit goes back once a quarter of the window is consumed; the source hears Writable.
-    l.sink().consume(id, 600).unwrap();
+    l.sink().consume(id, 600).expect("in test");
     let ev = events(&mut l, now);
     assert!(
         ev.contains(&(LocalEnd::Source, StreamEvent::Writable { id })),
@@ -95,27 +101,27 @@ fn latest_source_without_credit_drops_until_a_key_frame() {
     let mut l = LocalStreams::new(StreamLimits::default());
     let id = open(&mut l, Class::Latest, 100);
     events(&mut l, now);
-    l.source().accept(id, 0).unwrap();
+    l.source().accept(id, 0).expect("in test");
     events(&mut l, now);
     let f = || Bytes::from(vec![1u8; 60]);
     assert_eq!(
-        l.source().send_data(id, 0, true, f()).unwrap(),
+        l.source().send_data(id, 0, true, f()).expect("in test"),
         SendOutcome::Sent
     );
     assert_eq!(
-        l.source().send_data(id, 0, false, f()).unwrap(),
+        l.source().send_data(id, 0, false, f()).expect("in test"),
         SendOutcome::Dropped
     );
     let mut seen = events(&mut l, now);
-    l.sink().consume(id, 60).unwrap(); // credit 100 again (60 back, 40 left)
+    l.sink().consume(id, 60).expect("in test"); // credit 100 again (60 back, 40 left)
     seen.extend(events(&mut l, now));
     // Room now, but a delta after a drop is useless: dropped until a key frame.
     assert_eq!(
-        l.source().send_data(id, 0, false, f()).unwrap(),
+        l.source().send_data(id, 0, false, f()).expect("in test"),
         SendOutcome::Dropped
     );
     assert_eq!(
-        l.source().send_data(id, 0, true, f()).unwrap(),
+        l.source().send_data(id, 0, true, f()).expect("in test"),
         SendOutcome::Sent
     );
     seen.extend(events(&mut l, now));
@@ -138,7 +144,7 @@ fn data_beyond_credit_closes_that_stream_with_a_protocol_error() {
             window: 10,
             ..Default::default()
         })
-        .unwrap();
+        .expect("in test");
     while sink.poll_action().is_some() {}
     let accept = Body::StreamAccept(pb::StreamAccept {
         stream_id: id,
@@ -176,13 +182,13 @@ fn opens_with_the_wrong_parity_or_bad_shape_are_refused() {
         kind: "k".into(),
         ..Default::default()
     };
-    src.handle_message(now, Body::StreamOpen(bad));
+    src.handle_message(now, Body::StreamOpen(Box::new(bad)));
     let huge = pb::StreamOpen {
         stream_id: 5,
         kind: "x".repeat(65),
         ..Default::default()
     };
-    src.handle_message(now, Body::StreamOpen(huge));
+    src.handle_message(now, Body::StreamOpen(Box::new(huge)));
     let out: Vec<_> = std::iter::from_fn(|| src.poll_action()).collect();
     let codes: Vec<i32> = out
         .iter()
@@ -208,7 +214,7 @@ fn opens_with_the_wrong_parity_or_bad_shape_are_refused() {
 fn garbage_on_a_stream_leg_closes_it_and_every_stream() {
     let now = Instant::now();
     let mut ep = StreamEndpoint::new(Side::Client, StreamLimits::default());
-    ep.open(OpenRequest::default()).unwrap();
+    ep.open(OpenRequest::default()).expect("in test");
     while ep.poll_action().is_some() {}
     ep.handle_input(now, &[0, 0, 0, 3, 0xff, 0xff, 0xff]);
     let out: Vec<_> = std::iter::from_fn(|| ep.poll_action()).collect();
@@ -226,24 +232,26 @@ fn a_shell_like_stream_carries_data_both_ways_within_each_sides_credit() {
     let mut l = LocalStreams::new(StreamLimits::default());
     let id = open(&mut l, Class::Lossless, 0);
     events(&mut l, now);
-    l.source().accept(id, 8).unwrap();
+    l.source().accept(id, 8).expect("in test");
     events(&mut l, now);
     assert_eq!(l.sink().send_capacity(id), 8);
     assert_eq!(
-        l.sink().send_data(id, 0, false, "ls\n".into()).unwrap(),
+        l.sink()
+            .send_data(id, 0, false, "ls\n".into())
+            .expect("in test"),
         SendOutcome::Sent
     );
     assert_eq!(
         l.sink()
             .send_data(id, 1, false, "{\"cols\":80}".into())
-            .unwrap(),
+            .expect("in test"),
         SendOutcome::Blocked
     );
     let ev = events(&mut l, now);
     assert!(
         matches!(&ev[0], (LocalEnd::Source, StreamEvent::Data { payload, channel: 0, .. }) if &payload[..] == b"ls\n")
     );
-    l.source().consume(id, 3).unwrap();
+    l.source().consume(id, 3).expect("in test");
     let ev = events(&mut l, now);
     assert!(
         ev.contains(&(LocalEnd::Sink, StreamEvent::Writable { id })),

@@ -338,7 +338,7 @@ impl Router {
                     group.source_credit = u64::from(initial_credit);
                 }
                 self.groups.insert(gid, group);
-                self.send(sc, Body::StreamOpen(fwd));
+                self.send(sc, Body::StreamOpen(Box::new(fwd)));
             }
             None => {
                 self.groups.insert(gid, group);
@@ -381,8 +381,8 @@ impl Router {
             return;
         };
         match role {
-            Role::Source(g) => self.from_source(now, g, body),
-            Role::Sink(g) => self.from_sink(now, g, (conn, id), body),
+            Role::Source(g) => self.on_source_message(now, g, body),
+            Role::Sink(g) => self.on_sink_message(now, g, (conn, id), body),
         }
     }
 
@@ -593,7 +593,7 @@ impl Router {
         }
     }
 
-    fn from_source(&mut self, now: Instant, gid: u64, body: Body) {
+    fn on_source_message(&mut self, now: Instant, gid: u64, body: Body) {
         match body {
             Body::StreamAccept(a) => self.source_accepted(gid, a.initial_credit),
             Body::StreamReject(r) => {
@@ -637,7 +637,7 @@ impl Router {
         }
     }
 
-    fn from_sink(&mut self, now: Instant, gid: u64, leg: Leg, body: Body) {
+    fn on_sink_message(&mut self, now: Instant, gid: u64, leg: Leg, body: Body) {
         let Some(g) = self.groups.get_mut(&gid) else {
             return;
         };
@@ -693,13 +693,11 @@ impl Router {
                     );
                 }
             }
-            Body::StreamResync(_) => {
-                if g.class == Class::Latest {
-                    if let Some(s) = g.sinks.get_mut(&leg) {
-                        s.resyncs += 1;
-                    }
-                    self.request_resync(now, gid);
+            Body::StreamResync(_) if g.class == Class::Latest => {
+                if let Some(s) = g.sinks.get_mut(&leg) {
+                    s.resyncs += 1;
                 }
+                self.request_resync(now, gid);
             }
             Body::StreamClose(_) => {
                 self.leave(now, gid, leg, None);
