@@ -12,6 +12,7 @@ use switchboard_core::auth::totp;
 use switchboard_core::hub::{Change, UserRecord};
 use switchboard_core::perm::Permissions;
 use switchboard_core::web::WebConfig;
+use switchboard_proto as pb;
 use switchboard_runtime_smol::pki::{Ca, IssuedCert};
 use switchboard_runtime_smol::server::{HubServer, Listeners, ServerOptions, WebFront};
 use switchboard_runtime_smol::store::SqliteStore;
@@ -324,4 +325,82 @@ fn a_slow_upgrade_and_an_oversized_frame_are_closed() {
         }
     };
     assert_eq!(closed.map(|c| u16::from(c.code)), Some(1009));
+}
+
+/// A wss connection to `path` of the web face, trusting the hub CA.
+fn wss(hub: &Hub, path: &str) -> Ws<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in tls::parse_certs(hub.ca.cert_pem().as_bytes(), "ca").expect("ca") {
+        roots.add(c).expect("root");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(tls::provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let conn =
+        rustls::ClientConnection::new(Arc::new(config), "localhost".try_into().expect("name"))
+            .expect("tls");
+    let tcp = TcpStream::connect(hub.web).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let stream = rustls::StreamOwned::new(conn, tcp);
+    let (ws, _) = tungstenite::client(format!("wss://localhost:{}{path}", hub.web.port()), stream)
+        .expect("upgrade over TLS");
+    ws
+}
+
+#[test]
+fn streams_over_json_rpc_on_wss_with_binary_data() {
+    use prost::Message as _;
+    let hub = start(WebConfig::default());
+    let mut ws = wss(&hub, "/rpc");
+    login(&mut ws, "admin");
+    // The hub's own source: JSON-RPC opens it, data comes as binary native messages.
+    let open = call(
+        &mut ws,
+        2,
+        "StreamOpen",
+        json!({"streamId": "2", "kind": "hub.stats", "class": "LATEST", "params": {"interval_ms": "100"}}),
+    );
+    assert_eq!(open["result"]["streamId"], "2", "{open}");
+    let mut frames = 0;
+    while frames < 3 {
+        if let Message::Binary(b) = ws.read().expect("read") {
+            let m = pb::Message::decode(&b[..]).expect("a native message");
+            let Some(pb::message::Message::StreamData(d)) = m.message else {
+                panic!("{m:?}")
+            };
+            assert_eq!(d.stream_id, 2);
+            let v: Value = serde_json::from_slice(&d.payload).expect("json");
+            assert!(v["connections"].as_u64().unwrap_or(0) >= 1, "{v}");
+            frames += 1;
+            let credit = call(
+                &mut ws,
+                10 + frames,
+                "StreamCredit",
+                json!({"streamId": "2", "bytes": d.payload.len().to_string()}),
+            );
+            assert!(credit.get("result").is_some(), "{credit}");
+        }
+    }
+    let list = call(&mut ws, 20, "ListStreamsRequest", json!({}));
+    assert_eq!(list["result"]["groups"][0]["kind"], "hub.stats", "{list}");
+    // A refused open is a JSON-RPC error naming the reason.
+    let bad = call(
+        &mut ws,
+        21,
+        "OpenStreamRequest",
+        json!({"streamId": "4", "kind": "desktop", "class": "LATEST"}),
+    );
+    assert_eq!(bad["error"]["data"]["code"], "UNSUPPORTED", "{bad}");
+    let closed = call(&mut ws, 22, "CloseStreamRequest", json!({"streamId": "2"}));
+    assert!(closed.get("result").is_some(), "{closed}");
+    let list = call(&mut ws, 23, "ListStreamsRequest", json!({}));
+    assert!(
+        list["result"]["groups"]
+            .as_array()
+            .is_none_or(|g| g.is_empty()),
+        "{list}"
+    );
 }
