@@ -77,7 +77,7 @@ fn fanout(c: &mut Criterion) {
                             black_box(frame::encode(&msg::wrap(body)));
                         }
                     }
-                    if seq % CREDIT_EVERY == 0 {
+                    if seq.is_multiple_of(CREDIT_EVERY) {
                         for s in 1..=sinks {
                             let c = pb::StreamCredit {
                                 stream_id: 2,
