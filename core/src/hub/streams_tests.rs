@@ -706,3 +706,81 @@ fn a_redpepper_agent_gets_no_stream_traffic_and_the_open_is_refused() {
     assert_eq!(to_agent, 0, "nothing went to the old agent");
     assert!(old.is_established());
 }
+
+#[test]
+fn fifty_sinks_one_throttled_over_many_seeds() {
+    use rand_core::RngCore;
+    let seeds: u64 = std::env::var("SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(6);
+    for seed in 0..seeds {
+        let mut rng = crate::rng::seeded(seed);
+        let mut net = admin_net();
+        let sinks: Vec<ConnId> = (0..50).map(|i| net.add_op(100 + i, "admin")).collect();
+        for &s in &sinks {
+            net.open(s, metrics());
+        }
+        let (sid, _) = net.incoming()[0].clone();
+        net.aep.accept(sid, 0).expect("accept");
+        net.pump();
+        let slow = sinks[(rng.next_u32() % 50) as usize];
+        let cap = net.hub.cfg.streams.sink_queue;
+        let key_every = 5 + u64::from(rng.next_u32() % 15);
+        let mut sent = 0u64;
+        for i in 0..300u64 {
+            // The slow sink's link moves 10% of the time.
+            let moving = rng.next_u32() % 10 == 0;
+            if moving {
+                net.release(slow);
+            } else {
+                net.ops.get_mut(&slow).expect("slow").hold = true;
+            }
+            let len = 500 + (rng.next_u32() % 7500) as usize;
+            let out = net
+                .aep
+                .send_data(sid, 0, i % key_every == 0, Bytes::from(vec![1u8; len]))
+                .expect("send");
+            assert_eq!(
+                out,
+                SendOutcome::Sent,
+                "seed {seed}: the source was throttled"
+            );
+            sent += 1;
+            net.advance(Duration::from_millis(20));
+            assert!(
+                net.hub.streams.queued_bytes() <= cap,
+                "seed {seed}: cap passed"
+            );
+        }
+        for &s in sinks.iter().filter(|s| **s != slow) {
+            assert_eq!(
+                net.data_seqs(s).len() as u64,
+                sent,
+                "seed {seed}: a fast sink missed frames"
+            );
+        }
+        net.release(slow);
+        for i in 0..key_every + 1 {
+            net.aep
+                .send_data(
+                    sid,
+                    0,
+                    (sent + i) % key_every == 0,
+                    Bytes::from(vec![2u8; 1000]),
+                )
+                .expect("send");
+            net.advance(Duration::from_millis(20));
+        }
+        let seqs = net.data_seqs(slow);
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "seed {seed}: out of order"
+        );
+        assert_eq!(
+            seqs.last().copied(),
+            Some(sent + key_every + 1),
+            "seed {seed}: no recovery"
+        );
+    }
+}
