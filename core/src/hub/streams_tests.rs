@@ -730,7 +730,7 @@ fn fifty_sinks_one_throttled_over_many_seeds() {
         let mut sent = 0u64;
         for i in 0..300u64 {
             // The slow sink's link moves 10% of the time.
-            let moving = rng.next_u32() % 10 == 0;
+            let moving = rng.next_u32().is_multiple_of(10);
             if moving {
                 net.release(slow);
             } else {
@@ -739,7 +739,12 @@ fn fifty_sinks_one_throttled_over_many_seeds() {
             let len = 500 + (rng.next_u32() % 7500) as usize;
             let out = net
                 .aep
-                .send_data(sid, 0, i % key_every == 0, Bytes::from(vec![1u8; len]))
+                .send_data(
+                    sid,
+                    0,
+                    i.is_multiple_of(key_every),
+                    Bytes::from(vec![1u8; len]),
+                )
                 .expect("send");
             assert_eq!(
                 out,
@@ -766,7 +771,7 @@ fn fifty_sinks_one_throttled_over_many_seeds() {
                 .send_data(
                     sid,
                     0,
-                    (sent + i) % key_every == 0,
+                    (sent + i).is_multiple_of(key_every),
                     Bytes::from(vec![2u8; 1000]),
                 )
                 .expect("send");
