@@ -404,3 +404,18 @@ fn streams_over_json_rpc_on_wss_with_binary_data() {
         "{list}"
     );
 }
+
+#[test]
+fn a_stream_cannot_be_opened_over_post() {
+    let hub = start(WebConfig::default());
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"StreamOpen","params":{"streamId":"2","kind":"hub.stats","class":"LATEST"}}"#;
+    let (_, v) = post(hub.web, body, None);
+    assert_eq!(v["error"]["code"], -32600, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("WebSocket"),
+        "{v}"
+    );
+}

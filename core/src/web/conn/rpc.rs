@@ -90,6 +90,15 @@ impl WebConn {
                 return self.fill_or_skip(group, slot, answer, e);
             }
         };
+        if matches!(body, Body::StreamOpen(_)) && matches!(self.mode, Mode::Http { .. }) {
+            let e = jsonrpc::error(
+                id,
+                jsonrpc::INVALID_REQUEST,
+                "streams need a WebSocket (/rpc or /stream): their data comes as binary frames",
+                None,
+            );
+            return self.fill_or_skip(group, slot, answer, e);
+        }
         if self.pending.len() >= self.cfg.max_pending {
             let e = jsonrpc::error(
                 id,
