@@ -789,3 +789,35 @@ fn fifty_sinks_one_throttled_over_many_seeds() {
         );
     }
 }
+
+#[test]
+fn a_hub_shutdown_ends_every_stream_with_a_reason_and_a_new_hub_serves_again() {
+    let mut net = admin_net();
+    let a = net.add_op(10, "admin");
+    let id = net.open(a, metrics());
+    let (sid, _) = net.incoming()[0].clone();
+    net.aep.accept(sid, 0).expect("accept");
+    net.pump();
+    net.hub.shutdown(net.now);
+    net.pump();
+    assert!(
+        net.ops[&a].events.iter().any(
+            |e| matches!(e, StreamEvent::Closed { id: i, code: EndCode::Shutdown, .. } if *i == id)
+        ),
+        "{:?}",
+        net.ops[&a].events
+    );
+    assert!(net.agent_events.iter().any(|e| matches!(
+        e,
+        StreamEvent::Closed {
+            code: EndCode::Shutdown,
+            ..
+        }
+    )));
+    assert_eq!(net.hub.stream_stats(), crate::hub::StreamStats::default());
+    // After the restart (a new hub), the same open works.
+    let mut net = admin_net();
+    let a = net.add_op(10, "admin");
+    net.open(a, metrics());
+    assert_eq!(net.incoming().len(), 1);
+}

@@ -177,5 +177,3 @@ pub fn end_text(code: EndCode) -> &'static str {
 
 #[cfg(test)]
 mod endpoint_tests;
-#[cfg(test)]
-mod router_tests;
