@@ -419,3 +419,83 @@ fn a_stream_cannot_be_opened_over_post() {
         "{v}"
     );
 }
+
+#[test]
+fn streams_on_the_binary_stream_path_with_native_frames() {
+    use prost::Message as _;
+    use switchboard_core::link::msg;
+    use switchboard_proto::message::Message as Body;
+    let hub = start(WebConfig::default());
+    let mut ws = plain_ws(hub.web, "/stream");
+    let send = |ws: &mut Ws<TcpStream>, body: Body| {
+        ws.send(Message::binary(msg::wrap(body).encode_to_vec()))
+            .expect("send");
+    };
+    let next = |ws: &mut Ws<TcpStream>| -> Body {
+        loop {
+            if let Message::Binary(b) = ws.read().expect("read") {
+                let m = pb::Message::decode(&b[..]).expect("a native message");
+                if let Some(body) = m.message {
+                    return body;
+                }
+            }
+        }
+    };
+    send(
+        &mut ws,
+        Body::SessionHello(pb::SessionHello {
+            client: "test".into(),
+        }),
+    );
+    send(
+        &mut ws,
+        Body::LoginRequest(pb::LoginRequest {
+            request_id: 1,
+            username: "admin".into(),
+            password: "pw".into(),
+            totp: code(),
+        }),
+    );
+    let mut open = pb::StreamOpen {
+        stream_id: 2,
+        kind: "hub.stats".into(),
+        class: pb::StreamClass::Latest as i32,
+        ..Default::default()
+    };
+    open.params.insert("interval_ms".into(), "100".into());
+    let mut sent_open = false;
+    let mut frames = 0;
+    while frames < 3 {
+        match next(&mut ws) {
+            Body::LoginResponse(r) => {
+                assert_eq!(r.result, pb::login_response::Result::Ok as i32, "{r:?}");
+                send(&mut ws, Body::StreamOpen(Box::new(open.clone())));
+                sent_open = true;
+            }
+            Body::StreamAccept(a) => assert_eq!(a.stream_id, 2),
+            Body::StreamData(d) => {
+                assert!(sent_open);
+                let v: Value = serde_json::from_slice(&d.payload).expect("json");
+                assert!(v.get("stream_sinks").is_some(), "{v}");
+                frames += 1;
+                send(
+                    &mut ws,
+                    Body::StreamCredit(pb::StreamCredit {
+                        stream_id: 2,
+                        bytes: d.payload.len() as u64,
+                    }),
+                );
+            }
+            Body::StreamReject(r) => panic!("refused: {r:?}"),
+            _ => {}
+        }
+    }
+    send(
+        &mut ws,
+        Body::StreamClose(pb::StreamClose {
+            stream_id: 2,
+            code: pb::StreamEnd::Normal as i32,
+            reason: "done".into(),
+        }),
+    );
+}
