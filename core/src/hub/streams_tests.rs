@@ -821,3 +821,64 @@ fn a_hub_shutdown_ends_every_stream_with_a_reason_and_a_new_hub_serves_again() {
     net.open(a, metrics());
     assert_eq!(net.incoming().len(), 1);
 }
+
+#[test]
+fn an_agent_opens_streams_too_within_open_stream_only() {
+    let mut net = admin_net();
+    let mut params = BTreeMap::new();
+    params.insert("interval_ms".to_string(), "100".to_string());
+    let id = net
+        .aep
+        .open(OpenRequest {
+            kind: "hub.stats".into(),
+            class: Class::Latest,
+            params,
+            ..Default::default()
+        })
+        .expect("open");
+    net.pump();
+    net.advance(Duration::from_millis(250));
+    assert!(
+        net.agent_events
+            .iter()
+            .any(|e| matches!(e, StreamEvent::Accepted { id: i, .. } if *i == id)),
+        "{:?}",
+        net.agent_events
+    );
+    assert!(
+        net.agent_events
+            .iter()
+            .any(|e| matches!(e, StreamEvent::Data { id: i, .. } if *i == id))
+    );
+    let listed = net.hub.streams.list();
+    assert_eq!(listed[0].sinks[0].sink, "agent:a1");
+    // An agent holds no run_command: no shell anywhere; and no stream to itself.
+    let shell = net
+        .aep
+        .open(OpenRequest {
+            kind: "shell".into(),
+            agent_id: "a2".into(),
+            ..Default::default()
+        })
+        .expect("open");
+    let own = net
+        .aep
+        .open(OpenRequest {
+            agent_id: "a1".into(),
+            ..metrics()
+        })
+        .expect("open");
+    net.pump();
+    let rejected: Vec<(u64, EndCode)> = net
+        .agent_events
+        .iter()
+        .filter_map(|e| match e {
+            StreamEvent::Rejected { id, code, .. } => Some((*id, *code)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        rejected,
+        vec![(shell, EndCode::Unauthorised), (own, EndCode::Invalid)]
+    );
+}
