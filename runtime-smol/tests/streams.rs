@@ -100,6 +100,20 @@ fn data_count(evs: &[StreamEvent]) -> usize {
         .count()
 }
 
+/// The hub's streams, as `stream list` sees them.
+async fn list_streams(admin: &mut AdminClient) -> pb::ListStreamsResponse {
+    let rid = admin.request_id();
+    let body = Body::ListStreamsRequest(pb::ListStreamsRequest { request_id: rid });
+    match admin
+        .call(rid, body, Duration::from_secs(10))
+        .await
+        .expect("list")
+    {
+        Body::ListStreamsResponse(l) => l,
+        other => panic!("{other:?}"),
+    }
+}
+
 fn params(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
     kv.iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -142,18 +156,7 @@ fn metrics_tail_and_shell_of_a_real_agent_through_the_hub() {
                 ..
             }
         )));
-        let rid = admin.request_id();
-        let list = admin
-            .call(
-                rid,
-                Body::ListStreamsRequest(pb::ListStreamsRequest { request_id: rid }),
-                Duration::from_secs(10),
-            )
-            .await
-            .expect("list");
-        let Body::ListStreamsResponse(list) = list else {
-            panic!("{list:?}")
-        };
+        let list = list_streams(&mut admin).await;
         assert_eq!(list.groups.len(), 1, "one source for two viewers: {list:?}");
         assert_eq!(list.groups[0].sinks.len(), 2);
 
@@ -274,18 +277,7 @@ fn metrics_tail_and_shell_of_a_real_agent_through_the_hub() {
         // viewer's sink went with its connection).
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let rid = admin.request_id();
-            let list = admin
-                .call(
-                    rid,
-                    Body::ListStreamsRequest(pb::ListStreamsRequest { request_id: rid }),
-                    Duration::from_secs(10),
-                )
-                .await
-                .expect("list");
-            let Body::ListStreamsResponse(list) = list else {
-                panic!("{list:?}")
-            };
+            let list = list_streams(&mut admin).await;
             let kinds: Vec<&str> = list.groups.iter().map(|g| g.kind.as_str()).collect();
             if !kinds.contains(&"shell") {
                 break;

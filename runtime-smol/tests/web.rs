@@ -213,26 +213,7 @@ fn json_rpc_over_ws_with_the_event_feed() {
 #[test]
 fn wss_on_the_same_port_with_the_hub_certificate() {
     let hub = start(WebConfig::default());
-    let mut roots = rustls::RootCertStore::empty();
-    for c in tls::parse_certs(hub.ca.cert_pem().as_bytes(), "ca").expect("ca") {
-        roots.add(c).expect("root");
-    }
-    let config = rustls::ClientConfig::builder_with_provider(tls::provider())
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let conn =
-        rustls::ClientConnection::new(Arc::new(config), "localhost".try_into().expect("name"))
-            .expect("tls");
-    let tcp = TcpStream::connect(hub.web).expect("connect");
-    tcp.set_read_timeout(Some(Duration::from_secs(20)))
-        .expect("timeout");
-    let stream = rustls::StreamOwned::new(conn, tcp);
-    let (mut ws, resp) =
-        tungstenite::client(format!("wss://localhost:{}/rpc", hub.web.port()), stream)
-            .expect("upgrade over TLS");
-    assert_eq!(resp.status(), 101);
+    let mut ws = wss(&hub, "/rpc");
     login(&mut ws, "dave");
     let r = call(&mut ws, 2, "ListUsersRequest", json!({}));
     let names: Vec<&str> = r["result"]["users"]
@@ -345,8 +326,10 @@ fn wss(hub: &Hub, path: &str) -> Ws<rustls::StreamOwned<rustls::ClientConnection
     tcp.set_read_timeout(Some(Duration::from_secs(20)))
         .expect("timeout");
     let stream = rustls::StreamOwned::new(conn, tcp);
-    let (ws, _) = tungstenite::client(format!("wss://localhost:{}{path}", hub.web.port()), stream)
-        .expect("upgrade over TLS");
+    let (ws, resp) =
+        tungstenite::client(format!("wss://localhost:{}{path}", hub.web.port()), stream)
+            .expect("upgrade over TLS");
+    assert_eq!(resp.status(), 101);
     ws
 }
 

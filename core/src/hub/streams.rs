@@ -285,16 +285,7 @@ fn hub_stats_interval(open: &pb::StreamOpen) -> Result<Duration, String> {
     if open.class != Class::Latest as i32 {
         return Err("hub.stats is a latest-class stream".into());
     }
-    let ms = match open.params.get("interval_ms") {
-        None => 1000,
-        Some(v) => v
-            .parse::<u64>()
-            .map_err(|_| format!("interval_ms must be a number of milliseconds, not {v:?}"))?,
-    };
-    if !(100..=3_600_000).contains(&ms) {
-        return Err("interval_ms must be between 100 and 3600000".into());
-    }
-    Ok(Duration::from_millis(ms))
+    crate::stream::interval_param(open)
 }
 
 /// The hub's sources by group.

@@ -10,7 +10,7 @@ use switchboard_proto::message::Message as Body;
 
 use super::{Class, EndCode, StreamLimits, end_text, validate_open};
 use crate::link::{FrameDecoder, frame, msg};
-use crate::machine::{Action, ApiMisuse, CloseReason};
+use crate::machine::{Action, CloseReason};
 
 /// Which end of the connection this endpoint is: it decides the parity of the ids it opens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,16 +68,6 @@ pub enum StreamError {
     /// The connection is closed.
     #[error("connection is closed")]
     Closed,
-}
-
-impl From<StreamError> for ApiMisuse {
-    fn from(e: StreamError) -> Self {
-        match e {
-            StreamError::Unknown(id) => ApiMisuse::UnknownId(id as i64),
-            StreamError::Closed => ApiMisuse::Closed,
-            _ => ApiMisuse::NotEstablished,
-        }
-    }
 }
 
 /// What an endpoint reports.

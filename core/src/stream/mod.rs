@@ -36,7 +36,7 @@ mod router;
 
 pub use endpoint::{OpenRequest, SendOutcome, Side, StreamEndpoint, StreamError, StreamEvent};
 pub use local::LocalStreams;
-pub use router::{Router, RouterOutput, SinkLabel, SourceRef};
+pub use router::{Router, RouterOutput, SourceRef};
 
 use std::time::Duration;
 
@@ -156,6 +156,21 @@ pub fn group_key(o: &switchboard_proto::StreamOpen) -> String {
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join("&")
+}
+
+/// The `interval_ms` parameter of a periodic source (metrics, hub.stats): 1,000 ms when
+/// absent, 100 ms to one hour.
+pub fn interval_param(o: &switchboard_proto::StreamOpen) -> Result<Duration, String> {
+    let ms = match o.params.get("interval_ms") {
+        None => 1000,
+        Some(v) => v
+            .parse::<u64>()
+            .map_err(|_| format!("interval_ms must be a number of milliseconds, not {v:?}"))?,
+    };
+    if !(100..=3_600_000).contains(&ms) {
+        return Err("interval_ms must be between 100 and 3600000".into());
+    }
+    Ok(Duration::from_millis(ms))
 }
 
 /// The text of an end code (`slow consumer`).

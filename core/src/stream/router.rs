@@ -31,9 +31,6 @@ pub enum SourceRef {
     Hub,
 }
 
-/// Who a sink is, for `ListStreams` (a user or agent name).
-pub type SinkLabel = String;
-
 /// What the router asks of the hub.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RouterOutput {
@@ -498,15 +495,6 @@ impl Router {
                 payload,
             },
         );
-    }
-
-    /// The hub-sourced groups (for the hub's producer to walk).
-    pub fn hub_groups(&self) -> Vec<u64> {
-        self.groups
-            .iter()
-            .filter(|(_, g)| g.source.is_none() && g.accepted)
-            .map(|(id, _)| *id)
-            .collect()
     }
 
     /// Every group and its sinks, for `ListStreamsResponse`.

@@ -15,16 +15,7 @@ use super::{SourceCtl, SourceMsg};
 
 /// The sampling interval an open asks for.
 pub(super) fn interval(open: &pb::StreamOpen) -> Result<Duration, String> {
-    let ms = match open.params.get("interval_ms") {
-        None => 1000,
-        Some(v) => v
-            .parse::<u64>()
-            .map_err(|_| format!("interval_ms must be a number of milliseconds, not {v:?}"))?,
-    };
-    if !(100..=3_600_000).contains(&ms) {
-        return Err("interval_ms must be between 100 and 3600000".into());
-    }
-    Ok(Duration::from_millis(ms))
+    switchboard_core::stream::interval_param(open)
 }
 
 pub(super) async fn run(
