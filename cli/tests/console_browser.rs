@@ -2,7 +2,9 @@
 //! (chromedriver), against `switchboard serve` with a real `switchboard agent`. The browser
 //! logs in with password + TOTP, sees the agent in the live list, sees a channel created
 //! elsewhere appear from the event feed, runs a command on the agent and reads its result,
-//! and sees the agent go away when it stops.
+//! opens the agent's live metrics in two tabs (one source on the agent, two sinks in
+//! `switchboard stream list`; the second tab resumes the session by its cookie), runs a shell
+//! in the terminal view, and sees the agent go away when it stops.
 //!
 //! Needs /usr/bin/chromium and /usr/bin/chromedriver (`scripts/test.sh` installs Debian's
 //! `chromium` and `chromium-driver`); without them the test fails, unless
@@ -160,6 +162,56 @@ impl Drop for Driver {
     }
 }
 
+/// `switchboard stream list` against the hub of `data`.
+fn stream_list(data: &Path) -> String {
+    let mut c = switchboard();
+    c.arg("stream").arg("--data-dir").arg(data).arg("list");
+    let (rc, out, err) = run(c, Duration::from_secs(60));
+    assert_eq!(rc, 0, "stream list:\n{out}\n{err}");
+    out
+}
+
+/// Saves the current tab as a PNG under the test's target directory (for a look by eye).
+fn screenshot(d: &Driver, name: &str) {
+    use base64::Engine as _;
+    let v = d.cmd("GET", "/screenshot", None);
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(v.as_str().expect("a screenshot"))
+        .expect("base64");
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    std::fs::write(&path, png).expect("write the screenshot");
+    eprintln!("screenshot: {}", path.display());
+}
+
+/// The console's terminal emulator (terminal.js) on byte vectors, in the page: each screen
+/// as text, rows joined by `|`, trailing blanks trimmed.
+fn terminal_vectors(d: &Driver) {
+    let cases: &[(&str, &str)] = &[
+        ("ab\r\ncd", "ab|cd|"),
+        // Wrap at the last column, then scroll when the bottom line feeds.
+        ("12345678x\r\ny\r\nz", "x|y|z"),
+        ("hello\x1b[1;3Hxy", "hexyo||"),
+        ("hello\x1b[3D\x1b[K", "he||"),
+        ("hello\x1b[1;3H\x1b[1K", "   lo||"),
+        ("abcdef\x1b[1;2H\x1b[2P", "adef||"),
+        ("abc\x1b[1;2H\x1b[2@", "a  bc||"),
+        ("a\r\nb\r\nc\x1b[2J", "||"),
+        // Full-screen programs: the alternate screen restores what was there.
+        ("sh$ \x1b[?1049h\x1b[Hvim\x1b[?1049lok", "sh$ ok||"),
+        ("1\r\n2\r\n3\x1b[1;1H\x1b[L", "|1|2"),
+        // UTF-8 split across writes.
+        ("caf\u{e9}", "caf\u{e9}||"),
+    ];
+    for (input, want) in cases {
+        let js = format!(
+            "const t = new Terminal(document.createElement('pre'), 8, 3); const b = new TextEncoder().encode({}); t.write(b.subarray(0, b.length - 1)); t.write(b.subarray(b.length - 1)); return t.text().split('\\n').map((l) => l.trimEnd()).join('|');",
+            serde_json::to_string(input).expect("json")
+        );
+        let got = d.script(&js);
+        assert_eq!(got.as_str(), Some(*want), "terminal on {input:?}");
+    }
+}
+
 #[test]
 fn the_console_in_headless_chromium() {
     let browser =
@@ -288,8 +340,93 @@ fn the_console_in_headless_chromium() {
         state.as_str().is_some_and(|s| s.contains("SUCCESS")),
         "{state}"
     );
-    // The agent stops: the list follows.
+    // Streams: live metrics in two tabs of the same browser share one source on the agent.
+    d.type_into("#stream-agent", "a1");
+    d.type_into("#metrics-interval", "200");
+    d.click("#metrics-open");
+    d.until(
+        "tab 1 draws the agent's metrics",
+        "return Number(document.getElementById('metrics-chart').dataset.frames) >= 3 && document.getElementById('metrics-figures').textContent",
+    );
+    let first_tab = d.cmd("GET", "/window", None);
+    let second = d.cmd("POST", "/window/new", Some(json!({"type": "tab"})));
+    let second_tab = second["handle"].as_str().expect("a new tab").to_owned();
+    d.cmd("POST", "/window", Some(json!({"handle": second_tab})));
+    d.go(&format!("http://{web}/"));
+    d.until(
+        "tab 2 resumes the session by its cookie (no second login)",
+        "return !document.getElementById('main-view').hidden",
+    );
+    d.type_into("#stream-agent", "a1");
+    d.type_into("#metrics-interval", "200");
+    d.click("#metrics-open");
+    d.until(
+        "tab 2 joins the same metrics",
+        "return Number(document.getElementById('metrics-chart').dataset.frames) >= 3 && document.getElementById('metrics-state').textContent.includes('shared')",
+    );
+    let list = stream_list(&data);
+    let metrics: Vec<&str> = list.lines().filter(|l| l.contains(" metrics ")).collect();
+    assert_eq!(metrics.len(), 1, "one metrics source for two tabs:\n{list}");
+    assert!(metrics[0].contains("2 sink(s)"), "two sinks:\n{list}");
+    d.click("#streams-refresh");
+    d.until(
+        "the console lists the shared group",
+        "const li = document.querySelector('#streams-list li[data-kind=\"metrics\"]'); return li && li.dataset.sinks === '2'",
+    );
+    screenshot(&d, "console-metrics.png");
+    terminal_vectors(&d);
+    // A shell in the terminal view of tab 2: keystrokes in, the shell's output out.
+    d.click("#shell-open");
+    d.until(
+        "the shell opens",
+        "return document.getElementById('shell-state').textContent.includes('a shell on a1')",
+    );
+    d.until(
+        "the shell prints something (its prompt)",
+        "return Number(document.getElementById('terminal').dataset.bytes) > 0",
+    );
+    let term = d.element("#terminal");
+    d.cmd(
+        "POST",
+        &format!("/element/{term}/value"),
+        Some(json!({"text": "echo sum-$((6*7))\u{E007}"})),
+    );
+    d.until(
+        "the shell's answer in the terminal",
+        "return document.getElementById('terminal').textContent.includes('sum-42')",
+    );
+    screenshot(&d, "console-shell.png");
+    let list = stream_list(&data);
+    assert!(
+        list.lines().any(|l| l.contains(" shell ") && l.contains("1 sink(s)")),
+        "{list}"
+    );
+    d.click("#shell-close");
+    d.until(
+        "the shell closes",
+        "return document.getElementById('shell-state').textContent === 'closed'",
+    );
+    wait_for(Duration::from_secs(20), || {
+        (!stream_list(&data).contains(" shell ")).then_some(())
+    })
+    .expect("the shell stream is gone from the hub");
+    // Tab 1 closes its viewer: the source stays for tab 2.
+    d.cmd("POST", "/window", Some(json!({"handle": first_tab})));
+    d.click("#metrics-close");
+    wait_for(Duration::from_secs(20), || {
+        stream_list(&data)
+            .lines()
+            .any(|l| l.contains(" metrics ") && l.contains("1 sink(s)"))
+            .then_some(())
+    })
+    .expect("one sink left on the metrics source");
+    d.cmd("POST", "/window", Some(json!({"handle": second_tab})));
+    // The agent stops: the list follows, and the open metrics end with "source gone".
     agent.interrupt();
+    d.until(
+        "tab 2's metrics end with the source",
+        "return document.getElementById('metrics-state').textContent.includes('SOURCE_GONE')",
+    );
     d.until(
         "the agent is shown disconnected",
         "const li = document.querySelector('#agents li[data-agent=\"a1\"]'); return li && li.className === 'disconnected'",

@@ -15,6 +15,14 @@ pub fn lookup(path: &str) -> Option<(&'static str, &'static [u8])> {
             "text/javascript; charset=utf-8",
             include_bytes!("console/console.js"),
         ),
+        "/terminal.js" => (
+            "text/javascript; charset=utf-8",
+            include_bytes!("console/terminal.js"),
+        ),
+        "/streams.js" => (
+            "text/javascript; charset=utf-8",
+            include_bytes!("console/streams.js"),
+        ),
         "/console.css" => (
             "text/css; charset=utf-8",
             include_bytes!("console/console.css"),

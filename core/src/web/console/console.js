@@ -1,5 +1,6 @@
 // The Switchboard web console: JSON-RPC 2.0 over a WebSocket at /rpc. Lists update from the
-// hub's event feed (SubscribeEventsRequest, then EventNotice notifications).
+// hub's event feed (SubscribeEventsRequest, then EventNotice notifications). Streams (live
+// metrics, a shell) are in streams.js and terminal.js.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -23,14 +24,28 @@ function setStatus(text) { $("status").textContent = text; }
 
 function connect() {
   const proto = location.protocol === "https:" ? "wss:" : "ws:";
-  ws = new WebSocket(`${proto}//${location.host}/rpc`);
-  ws.onopen = () => setStatus("connected");
-  ws.onclose = () => {
+  const sock = new WebSocket(`${proto}//${location.host}/rpc`);
+  sock.binaryType = "arraybuffer";
+  ws = sock;
+  sock.onopen = async () => {
+    setStatus("connected");
+    // The upgrade carried the session cookie if this browser has one (another tab logged
+    // in, or this one before a reload): the session is then resumed, no login needed.
+    try {
+      await call("ListAgentsRequest", { after: "" });
+    } catch {
+      return; // a guest: the login form stays
+    }
+    enter(localStorage.getItem("switchboard.user") || "(resumed session)");
+  };
+  sock.onclose = () => {
+    if (ws !== sock) return;
     setStatus("disconnected");
     for (const c of calls.values()) c.reject(new Error("connection closed"));
     calls.clear();
   };
-  ws.onmessage = (m) => {
+  sock.onmessage = (m) => {
+    if (typeof m.data !== "string") return onStreamBinary(new Uint8Array(m.data));
     const msg = JSON.parse(m.data);
     for (const one of Array.isArray(msg) ? msg : [msg]) handle(one);
   };
@@ -49,6 +64,8 @@ function handle(msg) {
   }
   switch (msg.method) {
     case "EventNotice": onEvent(msg.params); break;
+    case "StreamCredit":
+    case "StreamClose": onStreamNotice(msg.method, msg.params); break;
     case "CommandProgress":
       if (running && commandOf(msg.params) === running) {
         $("run-state").textContent = `progress ${msg.params.current}/${msg.params.total}: ${msg.params.message}`;
@@ -87,6 +104,7 @@ function render() {
     li.textContent = id;
     li.dataset.agent = id;
     li.className = up ? "connected" : "disconnected";
+    li.addEventListener("click", () => { $("stream-agent").value = id; $("run-agent").value = id; });
     return li;
   }));
   const c = $("channels");
@@ -113,22 +131,47 @@ async function loadLists() {
   render();
 }
 
+// Logs in over POST /rpc, so that the hub's answer sets the HttpOnly session cookie, then
+// reconnects the WebSocket, whose upgrade now carries it. Other tabs of this browser resume
+// the same session by the cookie.
 async function login(ev) {
   ev.preventDefault();
   $("login-error").textContent = "";
+  const user = $("login-user").value;
   try {
-    const r = await call("LoginRequest", {
-      username: $("login-user").value,
-      password: $("login-password").value,
-      totp: Number($("login-totp").value),
+    const resp = await fetch("/rpc", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      credentials: "same-origin",
+      body: JSON.stringify({
+        jsonrpc: "2.0", id: 1, method: "LoginRequest",
+        params: { username: user, password: $("login-password").value, totp: Number($("login-totp").value) },
+      }),
     });
-    if (r.result !== "OK") {
-      $("login-error").textContent = `login failed: ${r.result}`;
+    const answer = await resp.json();
+    if (answer.error) throw new Error(`${answer.error.message} (${answer.error.code})`);
+    if (answer.result.result !== "OK") {
+      $("login-error").textContent = `login failed: ${answer.result.result}`;
       return;
     }
-    $("whoami").textContent = $("login-user").value;
-    $("login-view").hidden = true;
-    $("main-view").hidden = false;
+    localStorage.setItem("switchboard.user", user);
+    $("login-password").value = "";
+    const old = ws;
+    ws = null;
+    old.close();
+    for (const c of calls.values()) c.reject(new Error("reconnecting"));
+    calls.clear();
+    connect();
+  } catch (e) {
+    $("login-error").textContent = String(e.message || e);
+  }
+}
+
+async function enter(user) {
+  $("whoami").textContent = user;
+  $("login-view").hidden = true;
+  $("main-view").hidden = false;
+  try {
     const sub = await call("SubscribeEventsRequest", { fromOrder: 0 }).catch(() => null);
     if (!sub) {
       // The log no longer holds order 0: follow from now on, after loading the lists.
@@ -137,7 +180,7 @@ async function login(ev) {
     }
     await loadLists();
   } catch (e) {
-    $("login-error").textContent = String(e.message || e);
+    $("status").textContent = String(e.message || e);
   }
 }
 
@@ -158,6 +201,7 @@ async function run(ev) {
 }
 
 async function logout() {
+  localStorage.removeItem("switchboard.user");
   try { await call("LogoutRequest", {}); } finally { location.reload(); }
 }
 
