@@ -398,7 +398,8 @@ fn the_console_in_headless_chromium() {
     screenshot(&d, "console-shell.png");
     let list = stream_list(&data);
     assert!(
-        list.lines().any(|l| l.contains(" shell ") && l.contains("1 sink(s)")),
+        list.lines()
+            .any(|l| l.contains(" shell ") && l.contains("1 sink(s)")),
         "{list}"
     );
     d.click("#shell-close");
