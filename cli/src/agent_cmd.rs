@@ -109,6 +109,7 @@ pub fn run(a: AgentArgs) -> io::Result<ExitCode> {
         streams: (!a.no_streams).then(|| SourceOptions {
             tail_dirs: a.tail_dirs.clone(),
             shell: !a.no_shell,
+            ..Default::default()
         }),
     };
     let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);

@@ -6,6 +6,9 @@
 //! | `tail` | lossless | `path` (required), `offset` (bytes from the start; default: the end) | `open_stream`; the path inside a `--tail-dir` of the agent |
 //! | `shell` | lossless, both ways | `cols`, `rows` (default 80x24), `command` (default `$SHELL` or `/bin/sh`) | `open_stream` + `run_command`; the agent not started with `--no-shell` |
 //!
+//! An embedder adds kinds of its own with [`SourceOptions::custom`] (`switchboard loadgen
+//! streams` uses one: timestamped frames at a set rate).
+//!
 //! A source runs as a task. Lossless sources hand over one chunk at a time and wait until the
 //! connection loop says it went out (within the sink's credit): memory stays bounded whatever
 //! the sink does. Dropping a [`RunningSource`] stops it (a shell's process is killed).
@@ -15,20 +18,26 @@ mod metrics;
 mod shell;
 mod tail;
 
+use std::collections::BTreeMap;
+use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use async_channel::Sender;
+use async_channel::{Receiver, Sender};
 use bytes::Bytes;
 use switchboard_core::stream::{Class, EndCode};
 use switchboard_proto as pb;
 
 /// What the agent lets its streams do.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SourceOptions {
     /// Directories whose files `tail` may follow (none: `tail` is refused).
     pub tail_dirs: Vec<PathBuf>,
     /// Whether `shell` is offered.
     pub shell: bool,
+    /// Kinds an embedder adds, by name (the built-in names `metrics`, `tail` and `shell`
+    /// cannot be replaced).
+    pub custom: BTreeMap<String, CustomSource>,
 }
 
 impl Default for SourceOptions {
@@ -36,8 +45,47 @@ impl Default for SourceOptions {
         SourceOptions {
             tail_dirs: Vec::new(),
             shell: true,
+            custom: BTreeMap::new(),
         }
     }
+}
+
+impl fmt::Debug for SourceOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SourceOptions")
+            .field("tail_dirs", &self.tail_dirs)
+            .field("shell", &self.shell)
+            .field("custom", &self.custom.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// What a custom source's task gets: its stream, the open that asked for it, where to send
+/// its data and where its control messages arrive.
+#[derive(Debug)]
+pub struct SourceContext {
+    /// The stream id (in [`SourceMsg`]s).
+    pub id: u64,
+    /// The open (kind, key, parameters).
+    pub open: pb::StreamOpen,
+    /// To the connection loop. A latest source sends with `ready: None` (what finds no credit
+    /// is dropped by the endpoint); a lossless one waits on `ready` before its next chunk.
+    pub out: Sender<SourceMsg>,
+    /// Resync requests and the sink's input.
+    pub ctl: Receiver<SourceCtl>,
+}
+
+/// Starts a custom source's task, or refuses the open (code and reason go to the sink).
+pub type StartSource =
+    Arc<dyn Fn(SourceContext) -> Result<smol::Task<()>, (EndCode, String)> + Send + Sync>;
+
+/// A stream kind an embedder adds to the agent.
+#[derive(Clone)]
+pub struct CustomSource {
+    /// Its class (an open asking for the other is refused with INVALID).
+    pub class: Class,
+    /// Starts it for one open; dropping the task stops it.
+    pub start: StartSource,
 }
 
 /// From a source task to the connection loop.
@@ -104,13 +152,24 @@ pub fn start(
     opts: &SourceOptions,
     out: Sender<SourceMsg>,
 ) -> Result<RunningSource, (EndCode, String)> {
+    let custom = opts
+        .custom
+        .get(&open.kind)
+        .filter(|_| !matches!(open.kind.as_str(), "metrics" | "tail" | "shell"));
     let class = match open.kind.as_str() {
         "metrics" => Class::Latest,
         "tail" | "shell" => Class::Lossless,
+        _ if custom.is_some() => custom.map_or(Class::Latest, |c| c.class),
         other => {
             return Err((
                 EndCode::Unsupported,
-                format!("this agent has no {other:?} source (it has metrics, tail, shell)"),
+                format!(
+                    "this agent has no {other:?} source (it has metrics, tail, shell{})",
+                    opts.custom
+                        .keys()
+                        .map(|k| format!(", {k}"))
+                        .collect::<String>()
+                ),
             ));
         }
     };
@@ -150,6 +209,17 @@ pub fn start(
             }
             let pty = shell::spawn(open).map_err(|e| (EndCode::Invalid, e))?;
             smol::spawn(shell::run(id, pty, out, ctl_rx))
+        }
+        _ if custom.is_some() => {
+            let Some(c) = custom else {
+                return Err((EndCode::Unsupported, "no such source".into()));
+            };
+            (c.start)(SourceContext {
+                id,
+                open: open.clone(),
+                out,
+                ctl: ctl_rx,
+            })?
         }
         other => return Err((EndCode::Unsupported, format!("no {other:?} source"))),
     };

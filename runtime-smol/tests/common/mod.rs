@@ -172,6 +172,7 @@ impl Rig {
             streams: Some(switchboard_runtime_smol::sources::SourceOptions {
                 tail_dirs: vec![std::env::temp_dir()],
                 shell: true,
+                ..Default::default()
             }),
         };
         let (stop_tx, stop_rx) = async_channel::bounded(1);

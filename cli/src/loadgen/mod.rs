@@ -1,6 +1,9 @@
 //! `switchboard loadgen agents`: N real agents over TLS on loopback against a hub running as a
 //! child process (so its memory is its own), held with keepalives, then a command broadcast
-//! to all of them with completion percentiles.
+//! to all of them with completion percentiles; `loadgen relay`: the UDP relay against a naive
+//! one; `loadgen streams`: one stream source fanned out to N sinks through the hub.
+
+mod streams;
 
 use std::io;
 use std::process::{Child, ExitCode};
@@ -61,6 +64,29 @@ enum Workload {
         /// Flood the burst workload without pacing (capacity; most loss is then at full buffers).
         #[arg(long)]
         unpaced: bool,
+    },
+    /// One stream source on an agent, N sinks over TLS through the hub (one multicast
+    /// group): delivered bytes/s and latency against a direct TCP echo, then the same with one
+    /// sink throttled (its queue in the hub, the others' latency, the source's losses).
+    Streams {
+        /// Sinks.
+        #[arg(long, default_value_t = 100)]
+        sinks: usize,
+        /// Seconds measured per case (after one second of warm-up).
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Bytes per frame.
+        #[arg(long, default_value_t = 4096)]
+        frame_bytes: usize,
+        /// The source's rate in kB/s (1000 bytes).
+        #[arg(long, default_value_t = 250)]
+        rate_kb: u64,
+        /// Every n-th frame is a key frame.
+        #[arg(long, default_value_t = 10)]
+        key_every: u64,
+        /// The throttled sink reads at this percentage of the rate.
+        #[arg(long, default_value_t = 10)]
+        throttle_percent: u64,
     },
 }
 
@@ -136,6 +162,21 @@ pub fn run(args: LoadgenArgs) -> io::Result<ExitCode> {
             }
             relay(seconds, rounds, fanouts, workloads, unpaced)
         }
+        Workload::Streams {
+            sinks,
+            seconds,
+            frame_bytes,
+            rate_kb,
+            key_every,
+            throttle_percent,
+        } => streams::run(streams::StreamsOptions {
+            sinks,
+            seconds: seconds.clamp(1.0, 300.0),
+            frame_bytes,
+            rate: rate_kb.saturating_mul(1000),
+            key_every,
+            throttle_percent,
+        }),
     }
 }
 
@@ -146,10 +187,30 @@ fn agents(count: usize, ping_interval: u64, hold: u64, concurrency: usize) -> io
             "open-file limit {limit} is too low for {count} agents"
         )));
     }
-    let dir = std::env::temp_dir().join(format!("switchboard-loadgen-{}", std::process::id()));
+    let (dir, data, mut child) = spawn_hub("agents", ping_interval)?;
+    let result = smol::block_on(drive(
+        &data,
+        &mut child,
+        count,
+        ping_interval,
+        hold,
+        concurrency,
+    ));
+    drop(child);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+/// A hub as a child process (its memory its own) on a fresh data dir, native front only.
+fn spawn_hub(
+    what: &str,
+    ping_interval: u64,
+) -> io::Result<(std::path::PathBuf, DataDir, HubChild)> {
+    let dir =
+        std::env::temp_dir().join(format!("switchboard-loadgen-{what}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let (data, _) = DataDir::ensure(&dir.join("hub"))?;
-    let mut child = HubChild(
+    let child = HubChild(
         std::process::Command::new(std::env::current_exe()?)
             .args([
                 "serve",
@@ -165,19 +226,10 @@ fn agents(count: usize, ping_interval: u64, hold: u64, concurrency: usize) -> io
             ])
             .arg(&data.dir)
             .env("SWITCHBOARD_LOG", "warn")
+            .stdout(std::process::Stdio::null())
             .spawn()?,
     );
-    let result = smol::block_on(drive(
-        &data,
-        &mut child,
-        count,
-        ping_interval,
-        hold,
-        concurrency,
-    ));
-    drop(child);
-    let _ = std::fs::remove_dir_all(&dir);
-    result
+    Ok((dir, data, child))
 }
 
 async fn wait_for_addr(data: &DataDir, child: &mut HubChild) -> io::Result<String> {
