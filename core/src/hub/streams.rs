@@ -49,6 +49,11 @@ pub struct StreamStats {
 }
 
 impl Hub {
+    /// The hub's stream groups with their sinks, as `ListStreamsRequest` answers them.
+    pub fn list_streams(&self) -> Vec<pb::StreamGroupInfo> {
+        self.streams.list()
+    }
+
     /// The figures of the hub's streams.
     pub fn stream_stats(&self) -> StreamStats {
         let (dropped_frames, delivered_bytes) = self.streams.totals();

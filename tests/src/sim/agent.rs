@@ -153,6 +153,8 @@ pub struct AgentNode {
     work: Work,
     /// Counters.
     pub stats: AgentStats,
+    /// Stream sources ([`super::streams`]); `None`: the agent does not announce streams.
+    pub sources: Option<super::streams::SimSources>,
 }
 
 impl AgentNode {
@@ -183,6 +185,7 @@ impl AgentNode {
             pongs: FrameDecoder::new(max),
             work: Work::default(),
             stats: AgentStats::default(),
+            sources: None,
         }
     }
 
@@ -291,10 +294,12 @@ impl AgentNode {
                     Op::Request { .. } => None,
                 });
                 let renew = self.renewal_wake().filter(|_| link.is_established());
+                let streams = self.sources.as_ref().and_then(|s| s.poll_timeout());
                 link.poll_timeout()
                     .into_iter()
                     .chain(sleeps)
                     .chain(renew)
+                    .chain(streams)
                     .min()
             }
         }
@@ -316,6 +321,9 @@ impl AgentNode {
             }
             ConnState::Up { link, .. } => {
                 link.handle_timeout(now);
+                if let Some(src) = self.sources.as_mut() {
+                    src.handle_timeout(now);
+                }
                 self.work.tick(now, link);
                 self.maybe_renew(now);
                 self.pump(now, out);
@@ -347,10 +355,14 @@ impl AgentNode {
             link: self.link_cfg.clone(),
         };
         self.pongs = FrameDecoder::new(self.link_cfg.max_frame);
-        self.state = ConnState::Up {
-            conn,
-            link: AgentLink::new(now, cfg, seed),
+        let link = match self.sources.as_mut() {
+            Some(src) => {
+                src.reset();
+                AgentLink::with_streams(now, cfg, seed)
+            }
+            None => AgentLink::new(now, cfg, seed),
         };
+        self.state = ConnState::Up { conn, link };
         self.pump(now, out);
     }
 
@@ -403,6 +415,9 @@ impl AgentNode {
         self.reconnect = false;
         self.next_connect = None;
         self.state = ConnState::Idle;
+        if let Some(src) = self.sources.as_mut() {
+            src.transport_closed(now, "agent killed");
+        }
         self.work.abandon(now, "agent killed");
     }
 
@@ -440,6 +455,11 @@ impl AgentNode {
             };
             let (events, close) = drain(*conn, keep, || link.poll_action(), out);
             if events.is_empty() && close.is_none() {
+                if let Some(src) = self.sources.as_mut()
+                    && src.flush(now, link)
+                {
+                    continue;
+                }
                 return;
             }
             for e in events {
@@ -449,6 +469,10 @@ impl AgentNode {
                 }
                 if let AgentEvent::Certificate { result, .. } = e {
                     self.on_certificate(now, result);
+                    continue;
+                }
+                if let (AgentEvent::Stream(body), Some(src)) = (&e, self.sources.as_mut()) {
+                    src.on_message(now, body.clone());
                     continue;
                 }
                 let ConnState::Up { link, .. } = &mut self.state else {
@@ -464,6 +488,9 @@ impl AgentNode {
             if let Some(reason) = close {
                 if matches!(reason, CloseReason::AuthFailed(_)) {
                     self.stats.auth_failures += 1;
+                }
+                if let Some(src) = self.sources.as_mut() {
+                    src.transport_closed(now, &reason.to_string());
                 }
                 self.stats.closes.push((now, reason));
                 self.state = ConnState::Idle;

@@ -37,6 +37,7 @@ pub mod node;
 pub mod operator;
 pub mod requests;
 pub mod store;
+pub mod streams;
 pub mod trace;
 pub mod world;
 

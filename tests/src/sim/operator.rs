@@ -38,6 +38,8 @@ pub struct OperatorNode {
     /// When and why the session ended.
     pub closed: Option<(Instant, CloseReason)>,
     next_rid: u64,
+    /// Its streams (as a sink, [`super::streams`]).
+    pub sinks: super::streams::SimSinks,
 }
 
 impl OperatorNode {
@@ -51,6 +53,7 @@ impl OperatorNode {
             inbox: vec![],
             closed: None,
             next_rid: 0,
+            sinks: Default::default(),
         }
     }
 
@@ -140,6 +143,7 @@ impl OperatorNode {
     /// The operator's process goes away: nothing more reaches it.
     pub(crate) fn hang_up(&mut self, now: Instant) {
         self.session = None;
+        self.sinks.ended(now, "hung up");
         self.closed
             .get_or_insert((now, CloseReason::Local("hung up".into())));
     }
@@ -200,15 +204,25 @@ impl OperatorNode {
         let (Some(conn), Some(s)) = (self.conn, self.session.as_mut()) else {
             return;
         };
-        let (events, close) = drain(conn, |_| true, || s.poll_action(), out);
-        for e in events {
-            match e {
-                ClientEvent::Welcome { user, .. } => self.user = Some(user),
-                ClientEvent::Message(m) => self.inbox.push((now, m)),
+        loop {
+            let (events, close) = drain(conn, |_| true, || s.poll_action(), out);
+            for e in events {
+                match e {
+                    ClientEvent::Welcome { user, .. } => self.user = Some(user),
+                    ClientEvent::Message(m) if super::streams::SimSinks::handles(&m) => {
+                        self.sinks.on_message(now, m)
+                    }
+                    ClientEvent::Message(m) => self.inbox.push((now, m)),
+                }
             }
-        }
-        if let Some(r) = close {
-            self.closed = Some((now, r));
+            if let Some(r) = close {
+                self.sinks.ended(now, &r.to_string());
+                self.closed = Some((now, r));
+                return;
+            }
+            if !self.sinks.flush(now, s) {
+                return;
+            }
         }
     }
 }
