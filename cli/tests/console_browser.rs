@@ -3,8 +3,9 @@
 //! logs in with password + TOTP, sees the agent in the live list, sees a channel created
 //! elsewhere appear from the event feed, runs a command on the agent and reads its result,
 //! opens the agent's live metrics in two tabs (one source on the agent, two sinks in
-//! `switchboard stream list`; the second tab resumes the session by its cookie), runs a shell
-//! in the terminal view, and sees the agent go away when it stops.
+//! `switchboard stream list`; the second tab, over https and wss on the same port, resumes the
+//! session by its cookie), runs a shell in the terminal view, and sees the agent go away when
+//! it stops.
 //!
 //! Needs /usr/bin/chromium and /usr/bin/chromedriver (`scripts/test.sh` installs Debian's
 //! `chromium` and `chromium-driver`); without them the test fails, unless
@@ -75,7 +76,9 @@ impl Driver {
             "goog:chromeOptions": {
                 "binary": "/usr/bin/chromium",
                 "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                         "--disable-dev-shm-usage", "--no-first-run"]
+                         "--disable-dev-shm-usage", "--no-first-run",
+                         // The hub's certificate is its own CA's: tab 2 uses https/wss.
+                         "--ignore-certificate-errors"]
             }
         }}});
         let v = http(port, "POST", "/session", Some(&caps));
@@ -352,7 +355,8 @@ fn the_console_in_headless_chromium() {
     let second = d.cmd("POST", "/window/new", Some(json!({"type": "tab"})));
     let second_tab = second["handle"].as_str().expect("a new tab").to_owned();
     d.cmd("POST", "/window", Some(json!({"handle": second_tab})));
-    d.go(&format!("http://{web}/"));
+    // Tab 2 over TLS (the same port): its console runs on wss.
+    d.go(&format!("https://{web}/"));
     d.until(
         "tab 2 resumes the session by its cookie (no second login)",
         "return !document.getElementById('main-view').hidden",
@@ -375,7 +379,9 @@ fn the_console_in_headless_chromium() {
     );
     screenshot(&d, "console-metrics.png");
     terminal_vectors(&d);
-    // A shell in the terminal view of tab 2: keystrokes in, the shell's output out.
+    let proto = d.script("return location.protocol");
+    assert_eq!(proto, json!("https:"), "tab 2 is on TLS");
+    // A shell in the terminal view of tab 2 (wss): keystrokes in, the shell's output out.
     d.click("#shell-open");
     d.until(
         "the shell opens",

@@ -429,9 +429,9 @@ impl CaseResult {
         let gaps: u64 = others.iter().map(|s| s.gaps).sum();
         let closed = self.sinks.iter().filter(|s| s.closed.is_some()).count();
         println!(
-            "{name}: {} sinks connected in {:.1} s; delivered {:.1} MB/s in all; the full-speed sinks' latency p50 {} µs, p99 {} µs, {gaps} gaps; source produced {} frames, {} lost before the hub; largest sink queue in the hub {:.0} KiB; hub RSS {:.1} MiB{}",
+            "{name}: {} sinks connected in {:.0} ms; delivered {:.1} MB/s in all; the full-speed sinks' latency p50 {} µs, p99 {} µs, {gaps} gaps; source produced {} frames, {} lost before the hub; largest sink queue in the hub {:.0} KiB; hub RSS {:.1} MiB{}",
             self.sinks.len(),
-            self.connect.as_secs_f64(),
+            self.connect.as_secs_f64() * 1e3,
             self.aggregate_mb_s(o.seconds),
             self.others_percentile(0.50),
             self.others_percentile(0.99),
