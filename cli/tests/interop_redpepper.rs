@@ -3,7 +3,8 @@
 //!
 //! 1. `real_agent_to_switchboard_hub`: the real agent connects to `switchboard serve`, stays
 //!    connected with its pings answered for 20 s, and runs the commands issued with
-//!    `switchboard admin run` (echo.Echo, command.Run ok and failing, data.Show).
+//!    `switchboard admin run` (echo.Echo, command.Run ok and failing, data.Show); a stream
+//!    opened on it is refused ("does not speak streams") and it goes on working.
 //! 2. `switchboard_agent_to_real_manager`: `switchboard agent` connects to the real manager,
 //!    stays connected with its pings answered for 30 s, and answers every command the real
 //!    manager sends as the real agent would.
@@ -312,6 +313,34 @@ fn real_agent_to_switchboard_hub() {
             "admin run {op} {args}: output lacks {want:?}:\n{out}\n{err}"
         );
     }
+
+    // RedPepper 0.0.17 does not speak streams: an open is refused at the hub, clearly, and
+    // the agent goes on working.
+    let mut open = switchboard();
+    open.arg("stream")
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["open", "--agent", "agent1", "metrics"]);
+    let (code, out, err) = run(open, Duration::from_secs(60));
+    assert_ne!(
+        code, 0,
+        "a stream on the real agent was not refused:\n{out}\n{err}"
+    );
+    assert!(
+        err.contains("does not speak streams"),
+        "the refusal does not say why:\n{out}\n{err}"
+    );
+    let (code, out, err) = admin(&[
+        "run",
+        "--agent",
+        "agent1",
+        "echo.Echo",
+        r#"{"[args]": ["still here"]}"#,
+    ]);
+    assert!(
+        code == 0 && out.contains("still here"),
+        "the real agent after a refused stream:\n{out}\n{err}"
+    );
 
     let code = agent.wait_for_exit(Duration::from_secs(60));
     assert_eq!(
