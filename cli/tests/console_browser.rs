@@ -270,6 +270,9 @@ fn the_console_in_headless_chromium() {
         .arg(creds.join("agent.pem"))
         .arg("--key")
         .arg(creds.join("agent.key"));
+    let logs = tmp.path().join("logs");
+    std::fs::create_dir_all(&logs).expect("logs dir");
+    a.arg("--tail-dir").arg(&logs);
     let agent = Proc::spawn("switchboard agent", a, tmp.path().join("agent.log"));
 
     let wd_port = free_port();
@@ -417,6 +420,35 @@ fn the_console_in_headless_chromium() {
         (!stream_list(&data).contains(" shell ")).then_some(())
     })
     .expect("the shell stream is gone from the hub");
+    // A file followed from the CLI through the same hub (native TLS), from its start.
+    let app_log = logs.join("app.log");
+    std::fs::write(&app_log, "line one\nline two\n").expect("write");
+    let mut tail = switchboard();
+    tail.arg("stream").arg("--data-dir").arg(&data).args([
+        "open",
+        "--agent",
+        "a1",
+        "tail",
+        app_log.to_str().expect("utf-8"),
+        "--offset",
+        "0",
+    ]);
+    let tail = Proc::spawn("stream open tail", tail, tmp.path().join("tail.out"));
+    wait_for(Duration::from_secs(20), || {
+        tail.output().contains("line two").then_some(())
+    })
+    .unwrap_or_else(|| panic!("the tail shows the file:\n{}", tail.output()));
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&app_log)
+        .and_then(|mut f| f.write_all(b"line three, appended\n"))
+        .expect("append");
+    wait_for(Duration::from_secs(20), || {
+        tail.output().contains("line three, appended").then_some(())
+    })
+    .unwrap_or_else(|| panic!("the tail follows the file:\n{}", tail.output()));
+    assert!(stream_list(&data).contains(" tail "), "the tail is listed");
+    tail.interrupt();
     // Tab 1 closes its viewer: the source stays for tab 2.
     d.cmd("POST", "/window", Some(json!({"handle": first_tab})));
     d.click("#metrics-close");
