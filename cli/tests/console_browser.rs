@@ -4,8 +4,8 @@
 //! elsewhere appear from the event feed, runs a command on the agent and reads its result,
 //! opens the agent's live metrics in two tabs (one source on the agent, two sinks in
 //! `switchboard stream list`; the second tab, over https and wss on the same port, resumes the
-//! session by its cookie), runs a shell in the terminal view, and sees the agent go away when
-//! it stops.
+//! session by its cookie), runs a shell in the terminal view, follows a file on the agent from
+//! the CLI, and sees the agent go away when it stops.
 //!
 //! Needs /usr/bin/chromium and /usr/bin/chromedriver (`scripts/test.sh` installs Debian's
 //! `chromium` and `chromium-driver`); without them the test fails, unless
