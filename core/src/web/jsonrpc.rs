@@ -20,6 +20,14 @@
 //! | -32007 | GONE: older than the event log retains |
 //!
 //! A hub error's `data` is `{"code": "ACCESS"}` (the ControlError code by name).
+//!
+//! A call without an `id` member is a notification: it runs, and nothing answers it, whatever
+//! becomes of it (an unknown method, positional or otherwise invalid params, a hub refusal),
+//! inside a batch too; a request of notifications alone gets no response at all. An element
+//! that is not a Request object (not an object, `jsonrpc` not `"2.0"`, a method that is not a
+//! string, params neither an array nor an object, an id neither a string, a number nor null)
+//! is no notification either: it is answered with -32600 and a null id (or its id, when that
+//! one was readable), as in the examples of the specification.
 
 use serde_json::{Map, Value, json};
 use switchboard_proto as pb;
@@ -81,7 +89,8 @@ pub struct Call {
     pub id: Option<Value>,
     /// The method.
     pub method: String,
-    /// The params (an object; absent params are `{}`).
+    /// The params: an object, or an array (positional params, which every method here refuses
+    /// as invalid params); absent params are `{}`.
     pub params: Value,
 }
 
@@ -164,18 +173,12 @@ fn call(v: Value) -> Result<Call, Value> {
     let Some(Value::String(method)) = o.remove("method") else {
         return Err(bad("method must be a string"));
     };
+    // Positional (array) params make a valid Request that no method here accepts: refused
+    // by `to_request` as invalid params, so that a notification carrying them stays unanswered.
     let params = match o.remove("params") {
         None | Some(Value::Null) => Value::Object(Map::new()),
-        Some(p @ Value::Object(_)) => p,
-        Some(Value::Array(_)) => {
-            return Err(error(
-                id.unwrap_or(Value::Null),
-                INVALID_PARAMS,
-                "params must be an object (named fields of the request message)",
-                None,
-            ));
-        }
-        Some(_) => return Err(bad("params must be an object")),
+        Some(p @ (Value::Object(_) | Value::Array(_))) => p,
+        Some(_) => return Err(bad("params must be an array or an object")),
     };
     Ok(Call { id, method, params })
 }
@@ -187,6 +190,12 @@ pub fn to_request(method: &str, params: &Value) -> Result<(Body, Option<String>)
     let Some((_, member)) = METHODS.iter().find(|(m, _)| *m == method) else {
         return Err((METHOD_NOT_FOUND, format!("method not found: {method}")));
     };
+    if !params.is_object() {
+        return Err((
+            INVALID_PARAMS,
+            "params must be an object (named fields of the request message)".into(),
+        ));
+    }
     let mut params = params.clone();
     let mut cookie = None;
     if let Some(o) = params.as_object_mut() {
@@ -349,12 +358,26 @@ mod tests {
             })
         );
         assert_eq!(b[2].as_ref().map(|c| c.id.clone()), Ok(Some(json!("a"))));
-        let Ok(Incoming::Single(Err(e))) =
-            parse(r#"{"jsonrpc":"2.0","id":1,"method":"M","params":[1]}"#)
+        // Positional params make a valid call (a notification if it has no id), which the
+        // method mapping refuses as invalid params; params of any other type are no Request.
+        let Ok(Incoming::Single(Ok(c))) =
+            parse(r#"{"jsonrpc":"2.0","method":"ListAgentsRequest","params":[1]}"#)
         else {
             panic!()
         };
-        assert_eq!(code(&e), Some(INVALID_PARAMS));
+        assert_eq!((c.id, &c.params), (None, &json!([1])));
+        assert_eq!(
+            to_request(&c.method, &c.params)
+                .map(|_| ())
+                .map_err(|e| e.0),
+            Err(INVALID_PARAMS)
+        );
+        let Ok(Incoming::Single(Err(e))) =
+            parse(r#"{"jsonrpc":"2.0","method":"ListAgentsRequest","params":"bar"}"#)
+        else {
+            panic!()
+        };
+        assert_eq!((code(&e), &e["id"]), (Some(INVALID_REQUEST), &Value::Null));
     }
 
     #[test]
