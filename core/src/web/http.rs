@@ -225,7 +225,7 @@ pub fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<(RequestHead, us
     Ok(Some((head, end + 4)))
 }
 
-/// A response with `Content-Length`.
+/// A response with `Content-Length` (none on 1xx and 204, which have no body: RFC 9110 §8.6).
 pub fn response(code: u16, reason: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
     let mut out = format!("HTTP/1.1 {code} {reason}\r\n");
     for (n, v) in headers {
@@ -234,7 +234,10 @@ pub fn response(code: u16, reason: &str, headers: &[(&str, &str)], body: &[u8]) 
         out.push_str(v);
         out.push_str("\r\n");
     }
-    out.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    if code >= 200 && code != 204 {
+        out.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    out.push_str("\r\n");
     let mut out = out.into_bytes();
     out.extend_from_slice(body);
     out
