@@ -385,7 +385,7 @@ impl WebConn {
                     ));
                 }
                 let Ok(text) = std::str::from_utf8(&body) else {
-                    return self.http_reply(
+                    self.http_reply(
                         keep_alive,
                         &jsonrpc::error(
                             Value::Null,
@@ -395,6 +395,7 @@ impl WebConn {
                         ),
                         None,
                     );
+                    return self.request_done(now, keep_alive);
                 };
                 if let Some(c) = head.cookie(COOKIE_NAME) {
                     self.use_cookie(c.to_owned());
