@@ -622,6 +622,8 @@ mod feed;
 mod rpc;
 
 #[cfg(test)]
+mod conformance_tests;
+#[cfg(test)]
 mod feed_tests;
 #[cfg(test)]
 mod parity_tests;

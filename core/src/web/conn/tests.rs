@@ -224,7 +224,7 @@ pub(super) fn server_messages(bytes: &[u8]) -> Vec<WsMessage> {
     out
 }
 
-fn login_call(p: &Pair, id: u64, user: &str, password: &str) -> String {
+pub(super) fn login_call(p: &Pair, id: u64, user: &str, password: &str) -> String {
     json!({"jsonrpc": "2.0", "id": id, "method": "LoginRequest",
         "params": {"username": user, "password": password, "totp": p.code()}})
     .to_string()
