@@ -482,3 +482,172 @@ fn streams_on_the_binary_stream_path_with_native_frames() {
         }),
     );
 }
+
+// --- The batch examples of the JSON-RPC 2.0 specification (section 7), over real sockets ---
+
+/// The specification's batch examples with this hub's methods (its `sum`, `subtract` and
+/// `get_data` are `ListAgentsRequest`, `ListUsersRequest`, `ListChannelsRequest` here; its
+/// `notify_*` are notifications with positional params, which no method here takes).
+const BATCH_INVALID_JSON: &str = r#"[
+  {"jsonrpc": "2.0", "method": "ListChannelsRequest", "params": [1,2,4], "id": "1"},
+  {"jsonrpc": "2.0", "method"
+]"#;
+const BATCH_MIXED: &str = r#"[
+  {"jsonrpc": "2.0", "method": "ListAgentsRequest", "params": {"limit": 1}, "id": "1"},
+  {"jsonrpc": "2.0", "method": "ListChannelsRequest", "params": [7]},
+  {"jsonrpc": "2.0", "method": "ListUsersRequest", "params": {"afterUid": "0"}, "id": "2"},
+  {"foo": "boo"},
+  {"jsonrpc": "2.0", "method": "foo.get", "params": {"name": "myself"}, "id": "5"},
+  {"jsonrpc": "2.0", "method": "ListChannelsRequest", "id": "9"}
+]"#;
+const BATCH_NOTIFICATIONS: &str = r#"[
+  {"jsonrpc": "2.0", "method": "ListChannelsRequest", "params": [1,2,4]},
+  {"jsonrpc": "2.0", "method": "notify_hello", "params": [7]}
+]"#;
+
+/// A call sent after each request: its answer must come next, and say the connection is fine.
+const PROBE: &str = r#"{"jsonrpc":"2.0","method":"ListChannelsRequest","id":"probe"}"#;
+
+fn check_probe(answer: &Value) {
+    assert_eq!(answer.get("id"), Some(&json!("probe")), "{answer}");
+    assert!(answer["result"]["channels"].is_array(), "{answer}");
+}
+
+/// A JSON-RPC client on one connection.
+trait Rpc {
+    /// Sends `text`, then [`PROBE`]: what answered `text` (`None`: nothing did) before the
+    /// probe's answer.
+    fn request(&mut self, text: &str) -> Option<Value>;
+}
+
+/// A WebSocket on /rpc: the messages before the probe's answer are the answer to `text` (for
+/// a request of notifications, the probe's answer is the next message).
+struct WsRpc(Ws<TcpStream>);
+
+impl Rpc for WsRpc {
+    fn request(&mut self, text: &str) -> Option<Value> {
+        self.0.send(Message::text(text)).expect("send");
+        self.0.send(Message::text(PROBE)).expect("send");
+        let mut before = None;
+        loop {
+            let Message::Text(t) = self.0.read().expect("read") else {
+                continue;
+            };
+            let v: Value = serde_json::from_str(&t).expect("json");
+            if v.get("id") == Some(&json!("probe")) {
+                check_probe(&v);
+                return before;
+            }
+            assert!(before.is_none(), "two answers to one request: {v}");
+            before = Some(v);
+        }
+    }
+}
+
+/// POST /rpc on one keep-alive connection with the session cookie.
+struct PostRpc {
+    tcp: TcpStream,
+    cookie: String,
+}
+
+impl PostRpc {
+    /// One request and its response (`None`: 204, which has no body and no Content-Length).
+    fn exchange(&mut self, text: &str) -> Option<Value> {
+        let req = format!(
+            "POST /rpc HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nCookie: switchboard_session={}\r\nContent-Length: {}\r\n\r\n{text}",
+            self.cookie,
+            text.len()
+        );
+        self.tcp.write_all(req.as_bytes()).expect("write");
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            self.tcp.read_exact(&mut byte).expect("a response head");
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8(head).expect("utf-8");
+        let length = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .map(|n| n.trim().parse::<usize>().expect("a length"));
+        if head.starts_with("HTTP/1.1 204 ") {
+            assert_eq!(length, None, "no Content-Length on 204: {head}");
+            return None;
+        }
+        assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+        let mut body = vec![0; length.expect("Content-Length")];
+        self.tcp.read_exact(&mut body).expect("the body");
+        Some(serde_json::from_slice(&body).expect("json"))
+    }
+}
+
+impl Rpc for PostRpc {
+    fn request(&mut self, text: &str) -> Option<Value> {
+        let got = self.exchange(text);
+        check_probe(&self.exchange(PROBE).expect("the probe is answered"));
+        got
+    }
+}
+
+fn assert_error(v: &Value, id: Value, code: i64) {
+    assert_eq!(v["jsonrpc"], "2.0", "{v}");
+    assert_eq!(v.get("id"), Some(&id), "{v}");
+    assert_eq!(v["error"]["code"].as_i64(), Some(code), "{v}");
+    assert!(v.get("result").is_none(), "{v}");
+}
+
+fn result_of(v: &Value, id: Value) -> &Value {
+    assert_eq!(v["jsonrpc"], "2.0", "{v}");
+    assert_eq!(v.get("id"), Some(&id), "{v}");
+    assert!(v.get("error").is_none(), "{v}");
+    v.get("result").expect("a result")
+}
+
+fn specification_batches(rpc: &mut dyn Rpc, via: &str) {
+    let r = rpc.request(BATCH_INVALID_JSON).expect("answered");
+    assert!(r.is_object(), "{via}: {r}");
+    assert_error(&r, Value::Null, -32700);
+    let r = rpc.request("[]").expect("answered");
+    assert!(r.is_object(), "{via}: {r}");
+    assert_error(&r, Value::Null, -32600);
+    for (text, n) in [("[1]", 1), ("[1,2,3]", 3)] {
+        let r = rpc.request(text).expect("answered");
+        let items = r.as_array().expect("an array");
+        assert_eq!(items.len(), n, "{via}: {r}");
+        for item in items {
+            assert_error(item, Value::Null, -32600);
+        }
+    }
+    let r = rpc.request(BATCH_MIXED).expect("answered");
+    let items = r.as_array().expect("an array");
+    assert_eq!(items.len(), 5, "{via}: nothing for the notification: {r}");
+    assert!(result_of(&items[0], json!("1"))["agents"].is_array(), "{r}");
+    let users = result_of(&items[1], json!("2"))["users"]
+        .as_array()
+        .expect("users");
+    assert!(users.iter().any(|u| u["name"] == "carol"), "{r}");
+    assert_error(&items[2], Value::Null, -32600);
+    assert_error(&items[3], json!("5"), -32601);
+    assert!(
+        result_of(&items[4], json!("9"))["channels"].is_array(),
+        "{r}"
+    );
+    assert_eq!(rpc.request(BATCH_NOTIFICATIONS), None, "{via}");
+    // A lone notification with positional params, and one of an unknown method.
+    let lone = r#"{"jsonrpc": "2.0", "method": "ListChannelsRequest", "params": [1,2,3,4,5]}"#;
+    assert_eq!(rpc.request(lone), None, "{via}");
+    let unknown = r#"{"jsonrpc": "2.0", "method": "foobar"}"#;
+    assert_eq!(rpc.request(unknown), None, "{via}");
+}
+
+#[test]
+fn the_specification_batches_over_ws_and_post() {
+    let hub = start(WebConfig::default());
+    let mut ws = plain_ws(hub.web, "/rpc");
+    let cookie = login(&mut ws, "admin");
+    specification_batches(&mut WsRpc(ws), "ws");
+    let tcp = TcpStream::connect(hub.web).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    specification_batches(&mut PostRpc { tcp, cookie }, "POST");
+}
