@@ -18,9 +18,18 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// What `--version` prints after the name: the crate's version and the git revision it was
+/// built from (`build.rs`: 12 hex digits, `-dirty` with uncommitted changes, or `unknown`).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("SWITCHBOARD_GIT_REV"),
+    ")"
+);
+
 /// Switchboard: a hub for fleets of agents and real-time channels.
 #[derive(Parser)]
-#[command(name = "switchboard", version, about)]
+#[command(name = "switchboard", version = VERSION, about)]
 struct Cli {
     /// Log filter (tracing EnvFilter syntax), e.g. "info" or "switchboard=debug".
     /// Default: "info" ("warn" for the demo and loadgen, whose summaries are the point).
