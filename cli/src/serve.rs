@@ -7,6 +7,7 @@ use switchboard_core::kv::KvConfig;
 use switchboard_runtime_smol::client::seed;
 use switchboard_runtime_smol::pki;
 use switchboard_runtime_smol::server::{HubServer, Listeners, ServerOptions, WebFront};
+use switchboard_runtime_smol::store::{PostgresOptions, PostgresStore, Store};
 
 use crate::DataDirArg;
 use crate::datadir::DataDir;
@@ -52,6 +53,10 @@ pub struct ServeArgs {
     /// Ping interval of agent links, seconds (RedPepper's default is 30).
     #[arg(long, default_value_t = 30)]
     ping_interval: u64,
+    /// Where the hub's state lives: a PostgreSQL URL (`postgres://USER@HOST:PORT/DB`, password
+    /// in the URL or in PGPASSWORD) or "sqlite" (the default: hub.sqlite in the data dir).
+    #[arg(long, default_value = "sqlite")]
+    store: String,
 }
 
 /// Runs the hub until Ctrl-C.
@@ -65,7 +70,7 @@ pub fn run(args: ServeArgs) -> io::Result<ExitCode> {
         }
     }
     crate::loadgen::raise_nofile_limit();
-    let mut store = data.store()?;
+    let mut store = open_store(&data, &args.store)?;
     ensure_admin_credentials(&mut store)?;
     let mut opts = ServerOptions::new(data.server_tls()?, seed());
     let ca =
@@ -207,11 +212,31 @@ pub fn parse_port_range(s: &str) -> io::Result<(u16, u16)> {
     Ok((a, b - a + 1))
 }
 
+/// The store `--store` names: SQLite in the data dir, or a PostgreSQL server (which must be
+/// reachable now: a hub does not start without its state).
+pub fn open_store(data: &DataDir, spec: &str) -> io::Result<Box<dyn Store>> {
+    if spec == "sqlite" {
+        return Ok(Box::new(data.store()?));
+    }
+    if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
+        let mut opts = PostgresOptions::new(spec);
+        if let Ok(pw) = std::env::var("PGPASSWORD") {
+            opts.password = Some(pw);
+        }
+        let store = PostgresStore::open(&opts)
+            .map_err(|e| io::Error::other(format!("cannot open the PostgreSQL store: {e}")))?;
+        tracing::info!(store = %store.describe(), "using PostgreSQL");
+        return Ok(Box::new(store));
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("--store {spec:?}: expected \"sqlite\" or a postgres:// URL"),
+    ))
+}
+
 /// On first run, creates the admin user with a random password and TOTP secret and prints
 /// them once (the password is not stored, only its argon2id hash).
-fn ensure_admin_credentials(
-    store: &mut switchboard_runtime_smol::store::SqliteStore,
-) -> io::Result<()> {
+fn ensure_admin_credentials(store: &mut dyn Store) -> io::Result<()> {
     use switchboard_core::auth::totp;
     use switchboard_core::hub::{Change, UserRecord};
     use switchboard_core::perm::Permissions;

@@ -27,7 +27,7 @@ use switchboard_core::hub::{
 use switchboard_core::kv::KvConfig;
 use switchboard_core::relay::{RelayCommand, RelayEvent};
 
-use crate::store::SqliteStore;
+use crate::store::Store;
 use crate::{pki, secret};
 
 mod web;
@@ -149,7 +149,7 @@ impl HubServer {
     /// Hub events are also sent to `events` if given (dropped when that channel is full).
     pub fn start(
         opts: ServerOptions,
-        store: SqliteStore,
+        store: impl Store,
         listener: TcpListener,
         events: Option<Sender<HubEvent>>,
     ) -> io::Result<HubServer> {
@@ -170,7 +170,7 @@ impl HubServer {
     /// and the bridge to the UDP relay if given.
     pub fn start_with(
         opts: ServerOptions,
-        store: SqliteStore,
+        store: impl Store,
         listeners: Listeners,
         relay: Option<RelayBridge>,
         events: Option<Sender<HubEvent>>,
@@ -186,8 +186,10 @@ impl HubServer {
         };
         let now = Instant::now();
         let mut hub = Hub::new(opts.hub.clone(), opts.seed, now, unix_ms_now());
+        let mut store: Box<dyn Store> = Box::new(store);
         let state = store.load().map_err(io::Error::other)?;
         tracing::info!(
+            store = %store.describe(),
             agents = state.agents.len(),
             users = state.users.len(),
             channels = state.channels.len(),
@@ -518,7 +520,7 @@ struct Outlets {
 
 async fn hub_task(
     mut hub: Hub,
-    mut store: SqliteStore,
+    mut store: Box<dyn Store>,
     input: Receiver<Input>,
     mut outlets: Outlets,
 ) -> io::Result<()> {
@@ -603,10 +605,10 @@ impl Outlets {
     /// other actions in order.
     async fn persist_then_perform(
         &mut self,
-        store: SqliteStore,
+        store: Box<dyn Store>,
         hub: &mut Hub,
         actions: &mut Vec<HubAction>,
-    ) -> io::Result<SqliteStore> {
+    ) -> io::Result<Box<dyn Store>> {
         let changes: Vec<Change> = actions
             .iter()
             .filter_map(|a| match a {
@@ -617,15 +619,31 @@ impl Outlets {
         let store = if changes.is_empty() {
             store
         } else {
-            let (store, result) = smol::unblock(move || {
-                let mut store = store;
-                let r = store.apply_all(&changes);
-                (store, r)
-            })
-            .await;
-            if let Err(e) = result {
-                tracing::error!(error = %e, "storage failed: stopping the hub without acknowledging");
-                return Err(io::Error::other(e));
+            // An unreachable store is waited for (nothing is acknowledged meanwhile), then the
+            // same batch is retried: the store recognises one that did commit.
+            let mut store = store;
+            let mut delay = Duration::from_millis(100);
+            loop {
+                let batch = changes.clone();
+                let (s, result) = smol::unblock(move || {
+                    let mut store = store;
+                    let r = store.apply_all(&batch);
+                    (store, r)
+                })
+                .await;
+                store = s;
+                match result {
+                    Ok(()) => break,
+                    Err(e) if e.is_unavailable() => {
+                        tracing::warn!(error = %e, retry_in = ?delay, "the store is unreachable: waiting, nothing is acknowledged meanwhile");
+                        async_io::Timer::after(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "storage failed: stopping the hub without acknowledging");
+                        return Err(io::Error::other(e));
+                    }
+                }
             }
             store
         };

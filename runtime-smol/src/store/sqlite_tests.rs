@@ -428,3 +428,16 @@ fn a_batch_is_all_or_nothing() {
         vec![feed("bot", 0)]
     );
 }
+
+#[test]
+fn the_conformance_suite() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut n = 0;
+    super::super::conformance::run_all(
+        &mut || {
+            n += 1;
+            Box::new(SqliteStore::open(&dir.path().join(format!("c{n}.sqlite"))).expect("open"))
+        },
+        8,
+    );
+}

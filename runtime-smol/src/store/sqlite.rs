@@ -1,9 +1,4 @@
-//! SQLite storage of the hub's durable state ([`switchboard_core::hub::persist`]).
-//!
-//! The runtime applies each [`Change`] the hub emits with [`SqliteStore::apply`] (one
-//! transaction per change) before it performs the hub's later actions, and loads a
-//! [`StoredState`] into a new hub at start. Calls block: run them off the hub loop
-//! (`smol::unblock`).
+//! The SQLite store (the embedded default): one file in the data dir.
 //!
 //! Schema versions are tracked with `PRAGMA user_version` and applied in order at open; a
 //! database written by a newer version is refused. File databases use WAL journaling with
@@ -14,6 +9,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use super::{Store, StoreError};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 use switchboard_core::hub::persist::{
     AgentRecord, CertificateRecord, Change, ChannelRecord, CommandRecord, CommandStatus,
@@ -114,35 +110,12 @@ pub const RECENT_EVENTS: usize = 4096;
 const COMMAND_COLUMNS: &str = "command_id, agent_id, operation, data, issued_by, status, \
                                changed, output, created_unix_ms, finished_unix_ms";
 
-/// Errors of the store.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// SQLite failed (I/O, a full disk, a lock held too long, a constraint...).
-    #[error("sqlite: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    /// The database was written by a newer Switchboard.
-    #[error("database schema version {found} is newer than this program's {supported}")]
-    TooNew {
-        /// The version in the file.
-        found: u32,
-        /// The latest version this code knows.
-        supported: u32,
-    },
-    /// A stored value cannot be decoded.
-    #[error("corrupt database: {0}")]
-    Corrupt(String),
-    /// A change refers to an agent that is not registered.
-    #[error("unknown agent {0:?}")]
-    UnknownAgent(String),
-    /// A change refers to a command that does not exist.
-    #[error("unknown command {0}")]
-    UnknownCommand(i64),
-}
-
 /// The hub's SQLite store. One connection; not shared between threads.
 #[derive(Debug)]
 pub struct SqliteStore {
     conn: Connection,
+    /// The file (None: in memory).
+    path: Option<std::path::PathBuf>,
 }
 
 impl SqliteStore {
@@ -157,7 +130,9 @@ impl SqliteStore {
             tracing::warn!(path = %path.display(), mode, "SQLite refused WAL journaling");
         }
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        Self::init(conn)
+        let mut store = Self::init(conn)?;
+        store.path = Some(path.to_path_buf());
+        Ok(store)
     }
 
     /// Opens a private in-memory database (for tests and the simulator).
@@ -167,7 +142,7 @@ impl SqliteStore {
 
     fn init(conn: Connection) -> Result<Self, StoreError> {
         conn.busy_timeout(BUSY_TIMEOUT)?;
-        let mut store = SqliteStore { conn };
+        let mut store = SqliteStore { conn, path: None };
         store.migrate()?;
         Ok(store)
     }
@@ -362,7 +337,7 @@ impl SqliteStore {
         for change in changes {
             match apply_in(&tx, change) {
                 Ok(()) => {}
-                Err(e @ (StoreError::UnknownAgent(_) | StoreError::UnknownCommand(_))) => {
+                Err(e) if e.is_refusal() => {
                     tracing::warn!(error = %e, ?change, "change refused by the store, skipped");
                 }
                 Err(e) => return Err(e),
@@ -397,6 +372,33 @@ impl SqliteStore {
             .query_map([limit], command_row)?
             .map(|row| row?)
             .collect()
+    }
+}
+
+impl Store for SqliteStore {
+    fn load(&mut self) -> Result<StoredState, StoreError> {
+        SqliteStore::load(self)
+    }
+    fn apply(&mut self, change: &Change) -> Result<(), StoreError> {
+        SqliteStore::apply(self, change)
+    }
+    fn apply_all(&mut self, changes: &[Change]) -> Result<(), StoreError> {
+        SqliteStore::apply_all(self, changes)
+    }
+    fn read_events(&mut self, after: u64, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
+        SqliteStore::read_events(self, after, limit)
+    }
+    fn list_commands(&mut self, limit: usize) -> Result<Vec<CommandRecord>, StoreError> {
+        SqliteStore::list_commands(self, limit)
+    }
+    fn schema_version(&mut self) -> Result<u32, StoreError> {
+        SqliteStore::schema_version(self)
+    }
+    fn describe(&self) -> String {
+        match &self.path {
+            Some(p) => format!("sqlite {}", p.display()),
+            None => "sqlite (in memory)".into(),
+        }
     }
 }
 
@@ -656,4 +658,5 @@ fn command_row(row: &Row<'_>) -> rusqlite::Result<Result<CommandRecord, StoreErr
 }
 
 #[cfg(test)]
+#[path = "sqlite_tests.rs"]
 mod tests;
