@@ -12,6 +12,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use switchboard_runtime_smol::store::StoreError;
+
 use switchboard_core::hub::{
     AgentRecord, Change, ChannelRecord, CommandRecord, CommandStatus, StoredState, UserRecord,
 };
@@ -192,6 +194,9 @@ impl MemStore {
             Change::ChannelCreated(c) if self.channels.contains_key(&c.chid) => {
                 Err(Refusal::Fatal(format!("channel id {} reused", c.chid)))
             }
+            Change::EventLogged(e) if self.events.contains_key(&e.order) => {
+                Err(Refusal::Fatal(format!("event order {} reused", e.order)))
+            }
             // Foreign keys: the bundled SQLite enforces them.
             Change::MemberJoined { chid, uid }
                 if !self.channels.contains_key(chid) || !self.users.contains_key(uid) =>
@@ -274,5 +279,68 @@ impl MemStore {
             .take(limit)
             .map(|(_, e)| e.clone())
             .collect()
+    }
+}
+
+/// The simulator's store behind the runtime's [`Store`] trait, so that the store conformance
+/// suite runs on it as on the real ones.
+impl switchboard_runtime_smol::store::Store for MemStore {
+    fn load(&mut self) -> Result<StoredState, StoreError> {
+        Ok(self.state())
+    }
+
+    fn apply(&mut self, change: &Change) -> Result<(), StoreError> {
+        self.try_apply(change).map_err(refusal_error)
+    }
+
+    fn apply_all(&mut self, changes: &[Change]) -> Result<(), StoreError> {
+        // All or none, as one transaction: work on a copy.
+        let mut next = self.clone();
+        for c in changes {
+            match next.try_apply(c) {
+                Ok(()) => {}
+                Err(Refusal::Skipped(why)) => next.refused.push((c.clone(), why)),
+                Err(Refusal::Fatal(why)) => return Err(StoreError::Postgres(why)),
+            }
+        }
+        *self = next;
+        Ok(())
+    }
+
+    fn read_events(
+        &mut self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<switchboard_core::hub::EventRecord>, StoreError> {
+        Ok(MemStore::read_events(self, after, limit))
+    }
+
+    fn list_commands(&mut self, limit: usize) -> Result<Vec<CommandRecord>, StoreError> {
+        Ok(self.commands.values().rev().take(limit).cloned().collect())
+    }
+
+    fn schema_version(&mut self) -> Result<u32, StoreError> {
+        Ok(switchboard_runtime_smol::store::SCHEMA_VERSION)
+    }
+
+    fn describe(&self) -> String {
+        "the simulator's memory store".into()
+    }
+}
+
+/// A refusal as the real stores report it.
+fn refusal_error(r: Refusal) -> StoreError {
+    match r {
+        Refusal::Skipped(why) => {
+            if let Some(id) = why.strip_prefix("unknown agent ") {
+                StoreError::UnknownAgent(id.trim_matches('"').to_string())
+            } else if let Some(n) = why.strip_prefix("unknown command ") {
+                StoreError::UnknownCommand(n.trim().parse().unwrap_or(0))
+            } else {
+                StoreError::Corrupt(why)
+            }
+        }
+        // What fails a real store's statement (a constraint): the same category.
+        Refusal::Fatal(why) => StoreError::Postgres(why),
     }
 }
