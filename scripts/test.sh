@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine (Debian, a Rust toolchain, Python 3.11).
 # Installs what the tests need that cargo does not fetch (openssl for the interop PKI script,
-# Debian's chromium and chromium-driver for the web console's browser test), then runs every
+# Debian's chromium and chromium-driver for the web console's browser test, postgresql for
+# the store tests' throwaway clusters), then runs every
 # test of the workspace. The interop tests install the real RedPepper 0.0.17
 # peers into a venv under target/ by themselves (../shared/peers/redpepper/setup.sh).
 set -euo pipefail
@@ -12,6 +13,8 @@ command -v openssl >/dev/null || need+=(openssl)
 command -v python3 >/dev/null || need+=(python3 python3-venv)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
+# PostgreSQL's server binaries: the store tests start throwaway clusters of their own.
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
   as_root=()
   [ "$(id -u)" = 0 ] || as_root=(sudo -n)

@@ -4,6 +4,7 @@
 //! runs as `nobody` (PostgreSQL refuses root). Stopped and deleted on drop, whatever happens.
 //!
 //! `scripts/test.sh` installs Debian's `postgresql` when it is missing.
+#![allow(clippy::disallowed_methods)] // a harness of real processes: real sockets and time
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -74,7 +75,7 @@ impl PgCluster {
                 .expect("chown");
             assert!(st.success(), "chown of {} to nobody failed", dir.display());
         }
-        let mut c = PgCluster {
+        let c = PgCluster {
             dir,
             bin,
             port: free_port(),
@@ -131,7 +132,18 @@ impl PgCluster {
         );
         let out = self.run(
             "pg_ctl",
-            &["-D", path(&data), "-l", path(&log), "-w", "-t", "60", "-o", &opts, "start"],
+            &[
+                "-D",
+                path(&data),
+                "-l",
+                path(&log),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                &opts,
+                "start",
+            ],
         );
         assert!(
             out.status.success(),
@@ -179,7 +191,10 @@ impl PgCluster {
 impl Drop for PgCluster {
     fn drop(&mut self) {
         let data = self.data_dir();
-        let _ = self.run("pg_ctl", &["-D", path(&data), "-m", "immediate", "-w", "stop"]);
+        let _ = self.run(
+            "pg_ctl",
+            &["-D", path(&data), "-m", "immediate", "-w", "stop"],
+        );
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -1,0 +1,167 @@
+//! `switchboard serve --store postgres://...` for real: a throwaway PostgreSQL cluster
+//! (`switchboard_tests::pg`), the hub as a process, admin commands through it. What is
+//! acknowledged survives kill -9 of the hub; while PostgreSQL is down the hub acknowledges
+//! nothing and resumes when it is back; an unreachable store at start is a clear error.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{Proc, free_port, run, serve_first_run, switchboard};
+use switchboard_tests::pg::PgCluster;
+
+fn admin(data: &Path, args: &[&str]) -> (i32, String, String) {
+    let mut c = switchboard();
+    c.arg("admin").arg("--data-dir").arg(data).args(args);
+    run(c, Duration::from_secs(120))
+}
+
+fn users(data: &Path) -> Vec<String> {
+    let (rc, out, err) = admin(data, &["users"]);
+    assert_eq!(rc, 0, "admin users:\n{out}\n{err}");
+    out.lines()
+        .skip(1) // the header
+        .filter_map(|l| l.split_whitespace().nth(1).map(str::to_owned))
+        .collect()
+}
+
+fn kill9(p: &Proc) {
+    if let Ok(pid) = libc::pid_t::try_from(p.child.id()) {
+        // SAFETY: kill(2) on our own child; no memory is involved.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+    }
+    assert!(
+        p.wait_for_exit(Duration::from_secs(10)).is_some(),
+        "the hub did not die"
+    );
+}
+
+fn serve_again(data: &Path, store: &str, log: &Path) -> Proc {
+    let _ = std::fs::remove_file(data.join("hub.addr"));
+    let mut c = switchboard();
+    c.args([
+        "serve",
+        "--relay",
+        "off",
+        "--kv-listen",
+        "off",
+        "--web-listen",
+        "off",
+    ])
+    .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+    .args(["--store", store])
+    .arg("--data-dir")
+    .arg(data);
+    let p = Proc::spawn("switchboard serve (again)", c, log.to_path_buf());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !data.join("hub.addr").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the hub did not start again:\n{}",
+            p.tail(30)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    p
+}
+
+#[test]
+fn an_unreachable_store_at_start_is_a_clear_error() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let url = format!("postgres://postgres@127.0.0.1:{}/nothing", free_port());
+    let mut c = switchboard();
+    c.args([
+        "serve",
+        "--relay",
+        "off",
+        "--kv-listen",
+        "off",
+        "--web-listen",
+        "off",
+    ])
+    .args([
+        "--listen",
+        &format!("127.0.0.1:{}", free_port()),
+        "--store",
+        &url,
+    ])
+    .arg("--data-dir")
+    .arg(tmp.path().join("hub"));
+    let (rc, out, err) = run(c, Duration::from_secs(60));
+    assert_ne!(rc, 0, "serve started without its store:\n{out}\n{err}");
+    assert!(
+        err.contains("cannot open the PostgreSQL store"),
+        "the error does not say what failed:\n{out}\n{err}"
+    );
+}
+
+#[test]
+fn serve_on_postgres_survives_kill_9_and_a_database_restart() {
+    let mut pg = PgCluster::start();
+    let url = pg.create_db();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let first = serve_first_run(
+        tmp.path(),
+        &["--store", &url, "--kv-listen", "off", "--web-listen", "off"],
+        "hub listening",
+    );
+    let data = first.data.clone();
+    let (rc, out, err) = admin(&data, &["users", "add", "alice", "--perms", "add_channel"]);
+    assert_eq!(rc, 0, "users add:\n{out}\n{err}");
+    let creds = tmp.path().join("a1");
+    let (rc, out, err) = admin(
+        &data,
+        &[
+            "enroll-agent",
+            "a1",
+            "--out",
+            creds.to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(rc, 0, "enroll-agent:\n{out}\n{err}");
+    assert_eq!(users(&data), ["admin", "alice"]);
+
+    // kill -9: what was acknowledged is in PostgreSQL.
+    kill9(&first.hub);
+    let hub = serve_again(&data, &url, &tmp.path().join("serve2.log"));
+    assert_eq!(users(&data), ["admin", "alice"]);
+    let (_, out, _) = admin(&data, &["agents"]);
+    assert!(out.contains("a1"), "the agent registration is gone:\n{out}");
+
+    // PostgreSQL goes away: a change waits (not acknowledged, not lost), then completes
+    // when the server is back.
+    pg.stop();
+    let started = Instant::now();
+    let waiter = std::thread::spawn({
+        let data = data.clone();
+        move || admin(&data, &["users", "add", "bob"])
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        !waiter.is_finished(),
+        "a change was acknowledged with the store down"
+    );
+    pg.restart();
+    let (rc, out, err) = waiter.join().expect("the admin thread");
+    assert_eq!(
+        rc,
+        0,
+        "users add bob after the restart:\n{out}\n{err}\n{}",
+        hub.tail(20)
+    );
+    assert!(started.elapsed() >= Duration::from_secs(3));
+    assert!(
+        hub.output().contains("the store is unreachable"),
+        "the hub did not say it waited:\n{}",
+        hub.tail(20)
+    );
+    // Once, after another kill -9.
+    kill9(&hub);
+    let hub = serve_again(&data, &url, &tmp.path().join("serve3.log"));
+    assert_eq!(users(&data), ["admin", "alice", "bob"]);
+    drop(hub);
+}
