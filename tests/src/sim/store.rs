@@ -282,7 +282,7 @@ impl MemStore {
     }
 }
 
-/// The simulator's store behind the runtime's [`Store`] trait, so that the store conformance
+/// The simulator's store behind the runtime's [`Store`](switchboard_runtime_smol::store::Store) trait, so that the store conformance
 /// suite runs on it as on the real ones.
 impl switchboard_runtime_smol::store::Store for MemStore {
     fn load(&mut self) -> Result<StoredState, StoreError> {
