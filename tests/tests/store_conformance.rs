@@ -22,3 +22,14 @@ fn the_postgres_store_conforms() {
         8,
     );
 }
+
+#[test]
+fn a_second_hub_on_one_database_is_refused() {
+    let mut pg = PgCluster::start();
+    let url = pg.create_db();
+    let first = PostgresStore::open(&PostgresOptions::new(&url)).expect("the first hub");
+    let second = PostgresStore::open(&PostgresOptions::new(&url)).expect_err("a second hub");
+    assert!(second.to_string().contains("another hub"), "{second}");
+    drop(first);
+    PostgresStore::open(&PostgresOptions::new(&url)).expect("free again once the first is gone");
+}

@@ -113,6 +113,11 @@ const KEEP_BATCHES: i64 = 64;
 /// An advisory lock key for migrations ("SWBD").
 const MIGRATION_LOCK: i64 = 0x5357_4244;
 
+/// The advisory lock a hub holds for as long as it uses the database ("SWBH"): hub instances
+/// allocate ids in memory, so two of them on one database would collide. Until instances
+/// share a database on purpose, the second one is refused.
+const HUB_LEASE: i64 = 0x5357_4248;
+
 const COMMAND_COLUMNS: &str = "command_id, agent_id, operation, data, issued_by, status, \
                                changed, output, created_unix_ms, finished_unix_ms";
 
@@ -146,6 +151,11 @@ type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
 /// The hub's PostgreSQL store.
 pub struct PostgresStore {
     pool: Pool,
+    /// The session holding [`HUB_LEASE`] (re-taken after the server restarts).
+    lease: Option<postgres::Client>,
+    /// The server was unreachable since the lease was last checked.
+    lease_suspect: bool,
+    config: postgres::Config,
     describe: String,
     /// This store's name in `applied_batches` (random per open).
     instance: String,
@@ -215,7 +225,7 @@ impl PostgresStore {
         if let Some(pw) = &opts.password {
             config.password(pw);
         }
-        let manager = PostgresConnectionManager::new(config, NoTls);
+        let manager = PostgresConnectionManager::new(config.clone(), NoTls);
         let pool = r2d2::Pool::builder()
             .max_size(opts.pool_size.max(1))
             .min_idle(Some(1))
@@ -224,13 +234,43 @@ impl PostgresStore {
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let mut store = PostgresStore {
             pool,
+            lease: None,
+            lease_suspect: false,
+            config,
             describe: describe(&opts.url),
             instance: format!("{:016x}", crate::client::seed()),
             next_batch: 1,
             in_doubt: None,
         };
         store.migrate()?;
+        store.take_lease()?;
         Ok(store)
+    }
+
+    /// Takes (or re-takes, after a lost session) the hub's lease on the database.
+    fn take_lease(&mut self) -> Result<(), StoreError> {
+        if !self.lease_suspect && self.lease.as_ref().is_some_and(|c| !c.is_closed()) {
+            return Ok(());
+        }
+        if let Some(c) = &mut self.lease
+            && c.is_valid(Duration::from_secs(2)).is_ok()
+        {
+            self.lease_suspect = false;
+            return Ok(());
+        }
+        self.lease = None;
+        let mut c = self.config.connect(NoTls)?;
+        let got: bool = c
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&HUB_LEASE])?
+            .get(0);
+        if !got {
+            return Err(StoreError::Postgres(
+                "another hub uses this database (one hub per database for now)".into(),
+            ));
+        }
+        self.lease = Some(c);
+        self.lease_suspect = false;
+        Ok(())
     }
 
     fn conn(&self) -> Result<r2d2::PooledConnection<PostgresConnectionManager<NoTls>>, StoreError> {
@@ -445,6 +485,13 @@ impl Store for PostgresStore {
     }
 
     fn apply_all(&mut self, changes: &[Change]) -> Result<(), StoreError> {
+        // No write without the lease: another hub may have taken the database meanwhile.
+        if let Err(e) = self.take_lease() {
+            if e.is_unavailable() {
+                self.lease_suspect = true;
+            }
+            return Err(e);
+        }
         let seq = match self.in_doubt {
             // The last attempt died around its commit: if it committed, it is done.
             Some(seq) if self.batch_applied(seq)? => {
@@ -482,7 +529,10 @@ impl Store for PostgresStore {
             Ok(())
         })();
         match &result {
-            Err(e) if e.is_unavailable() => self.in_doubt = Some(seq),
+            Err(e) if e.is_unavailable() => {
+                self.in_doubt = Some(seq);
+                self.lease_suspect = true;
+            }
             _ => self.in_doubt = None,
         }
         result
