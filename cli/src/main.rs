@@ -11,6 +11,7 @@ mod feed_clients;
 mod loadgen;
 mod relay_cmd;
 mod serve;
+mod store_cmd;
 mod stream_cmd;
 
 use std::path::PathBuf;
@@ -57,6 +58,8 @@ enum Command {
     Relay(relay_cmd::RelayArgs),
     /// Live streams from agents (metrics, tail, shell) and the hub's list of streams.
     Stream(stream_cmd::StreamArgs),
+    /// The hub's store: migrate SQLite to PostgreSQL.
+    Store(store_cmd::StoreArgs),
 }
 
 /// Where the data dir is, for the commands that use one.
@@ -97,6 +100,7 @@ fn main() -> ExitCode {
         Command::Loadgen(a) => loadgen::run(a),
         Command::Relay(a) => relay_cmd::run(a),
         Command::Stream(a) => stream_cmd::run(a),
+        Command::Store(a) => store_cmd::run(a),
     };
     match result {
         Ok(code) => code,

@@ -165,3 +165,59 @@ fn serve_on_postgres_survives_kill_9_and_a_database_restart() {
     assert_eq!(users(&data), ["admin", "alice", "bob"]);
     drop(hub);
 }
+
+#[test]
+fn store_migrate_copies_a_sqlite_hub_into_postgres() {
+    let mut pg = PgCluster::start();
+    let url = pg.create_db();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let first = serve_first_run(
+        tmp.path(),
+        &["--kv-listen", "off", "--web-listen", "off"],
+        "hub listening",
+    );
+    let data = first.data.clone();
+    for name in ["alice", "bob"] {
+        let (rc, out, err) = admin(&data, &["users", "add", name]);
+        assert_eq!(rc, 0, "users add:\n{out}\n{err}");
+    }
+    let creds = tmp.path().join("a1");
+    let (rc, out, err) = admin(
+        &data,
+        &[
+            "enroll-agent",
+            "a1",
+            "--out",
+            creds.to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(rc, 0, "enroll-agent:\n{out}\n{err}");
+    first.hub.interrupt();
+    assert!(first.hub.wait_for_exit(Duration::from_secs(20)).is_some());
+
+    let mut m = switchboard();
+    m.args(["store", "migrate", "--from"])
+        .arg(&data)
+        .args(["--to", &url]);
+    let (rc, out, err) = run(m, Duration::from_secs(120));
+    assert_eq!(rc, 0, "store migrate:\n{out}\n{err}");
+    assert!(
+        out.contains("3 users") && out.contains("both load the same"),
+        "{out}"
+    );
+    // A second migration into the same database is refused.
+    let mut again = switchboard();
+    again
+        .args(["store", "migrate", "--from"])
+        .arg(&data)
+        .args(["--to", &url]);
+    let (rc, out, err) = run(again, Duration::from_secs(120));
+    assert_ne!(rc, 0, "migrated twice:\n{out}");
+    assert!(err.contains("not empty"), "{err}");
+
+    let hub = serve_again(&data, &url, &tmp.path().join("serve-pg.log"));
+    assert_eq!(users(&data), ["admin", "alice", "bob"]);
+    let (_, out, _) = admin(&data, &["agents"]);
+    assert!(out.contains("a1"), "{out}");
+    drop(hub);
+}

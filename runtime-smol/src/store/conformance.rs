@@ -38,6 +38,7 @@ pub const CASES: &[(&str, Case)] = &[
         a_fatal_change_fails_its_batch,
     ),
     ("schema_and_description", schema_and_description),
+    ("export_rebuilds_it", export_rebuilds_it),
 ];
 
 /// Runs every case (each on a fresh store from `make`), then the differential case with
@@ -482,6 +483,29 @@ fn a_fatal_change_fails_its_batch(store: &mut dyn Store) {
 fn schema_and_description(store: &mut dyn Store) {
     assert!(store.schema_version().expect("version") >= 1);
     assert!(!store.describe().is_empty());
+}
+
+fn export_rebuilds_it(store: &mut dyn Store) {
+    users_channels_members(store);
+    commands(store);
+    feed_clients(store);
+    certificates(store);
+    events_and_pruning(store);
+    ok(store, Change::EventsPruned { before_order: 100 });
+    let export = store.export().expect("export");
+    let mut copy = SqliteStore::open_in_memory().expect("copy");
+    super::import(&mut copy, &export).expect("import");
+    let (a, b) = (load(store), Store::load(&mut copy).expect("load the copy"));
+    assert_eq!(format!("{a:?}"), format!("{b:?}"), "the copy differs");
+    assert_eq!(
+        store.list_commands(100).expect("commands"),
+        Store::list_commands(&mut copy, 100).expect("commands of the copy")
+    );
+    assert_eq!(b.last_event_order, 11);
+    assert!(
+        super::import(&mut copy, &export).is_err(),
+        "import into a store that is not empty"
+    );
 }
 
 /// A random change: mostly valid for what `live` holds, sometimes refused (unknown agent or

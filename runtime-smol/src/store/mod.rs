@@ -97,6 +97,105 @@ pub trait Store: Send + 'static {
     fn schema_version(&mut self) -> Result<u32, StoreError>;
     /// What it is, for logs ("sqlite /path", "postgres host:port/db").
     fn describe(&self) -> String;
+    /// Everything it holds, as changes that rebuild it in an empty store (users, channels,
+    /// members, agents and their data, the whole command log, certificates, feed clients,
+    /// every event kept), and the highest command id and event order ever used (which
+    /// outlive their rows). For `switchboard store migrate`.
+    fn export(&mut self) -> Result<Export, StoreError> {
+        let s = self.load()?;
+        let mut changes = Vec::new();
+        changes.extend(s.users.into_iter().map(Change::UserRegistered));
+        changes.extend(s.channels.into_iter().map(Change::ChannelCreated));
+        changes.extend(
+            s.members
+                .into_iter()
+                .map(|(chid, uid)| Change::MemberJoined { chid, uid }),
+        );
+        changes.extend(s.agents.into_iter().map(Change::AgentRegistered));
+        changes.extend(
+            s.agent_data
+                .into_iter()
+                .map(|(agent_id, name, value_json)| Change::AgentData {
+                    agent_id,
+                    name,
+                    value_json,
+                }),
+        );
+        let mut commands = self.list_commands(usize::MAX)?;
+        commands.reverse();
+        changes.extend(commands.into_iter().map(Change::CommandCreated));
+        changes.extend(s.certificates.into_iter().map(Change::Certificate));
+        changes.extend(s.feed_clients.into_iter().map(Change::FeedClientSaved));
+        let mut after = 0;
+        loop {
+            let page = self.read_events(after, 10_000)?;
+            let Some(last) = page.last() else { break };
+            after = last.order;
+            changes.extend(page.into_iter().map(Change::EventLogged));
+        }
+        Ok(Export {
+            changes,
+            max_command_id: s.max_command_id,
+            last_event_order: s.last_event_order,
+        })
+    }
+}
+
+/// Rebuilds `export` in `target`, which must be empty (no user, agent, channel, command or
+/// event): in batches of 1,000 changes, each one transaction. The highest event order ever
+/// used is carried over also when every event was pruned. Returns how many changes it wrote.
+pub fn import(target: &mut dyn Store, export: &Export) -> Result<usize, StoreError> {
+    let now = target.load()?;
+    if !(now.users.is_empty()
+        && now.agents.is_empty()
+        && now.channels.is_empty()
+        && now.max_command_id == 0
+        && now.last_event_order == 0)
+    {
+        return Err(StoreError::Corrupt(format!(
+            "{} is not empty: migrate into an empty database",
+            target.describe()
+        )));
+    }
+    let mut changes = export.changes.clone();
+    let newest = changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::EventLogged(e) => Some(e.order),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0);
+    if export.last_event_order > newest {
+        // Every event was pruned (pruning removes the oldest): keep the order going.
+        changes.push(Change::EventLogged(
+            switchboard_core::hub::persist::EventRecord {
+                order: export.last_event_order,
+                unix_ms: 0,
+                kind: "Migrated".into(),
+                json: "{}".into(),
+                scope: 0,
+            },
+        ));
+        changes.push(Change::EventsPruned {
+            before_order: export.last_event_order + 1,
+        });
+    }
+    for chunk in changes.chunks(1000) {
+        target.apply_all(chunk)?;
+    }
+    Ok(changes.len())
+}
+
+/// A store's whole content ([`Store::export`]).
+#[derive(Debug, Clone, Default)]
+pub struct Export {
+    /// Changes that rebuild it, in an order an empty store accepts.
+    pub changes: Vec<Change>,
+    /// The highest command id ever used.
+    pub max_command_id: i64,
+    /// The highest event order ever used.
+    pub last_event_order: u64,
 }
 
 impl Store for Box<dyn Store> {
@@ -120,5 +219,8 @@ impl Store for Box<dyn Store> {
     }
     fn describe(&self) -> String {
         (**self).describe()
+    }
+    fn export(&mut self) -> Result<Export, StoreError> {
+        (**self).export()
     }
 }
