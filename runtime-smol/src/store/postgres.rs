@@ -14,7 +14,10 @@
 
 use std::time::Duration;
 
-use postgres::{NoTls, Row, Transaction};
+use std::collections::HashMap;
+
+use postgres::types::ToSql;
+use postgres::{NoTls, Row, Statement, Transaction};
 use r2d2_postgres::PostgresConnectionManager;
 use switchboard_core::hub::persist::{
     AgentRecord, CertificateRecord, Change, ChannelRecord, CommandRecord, CommandStatus,
@@ -155,6 +158,8 @@ pub struct PostgresStore {
     lease: Option<postgres::Client>,
     /// The server was unreachable since the lease was last checked.
     lease_suspect: bool,
+    /// The connection persists go through, with its prepared statements.
+    writer: Option<(postgres::Client, HashMap<String, Statement>)>,
     config: postgres::Config,
     describe: String,
     /// This store's name in `applied_batches` (random per open).
@@ -236,6 +241,7 @@ impl PostgresStore {
             pool,
             lease: None,
             lease_suspect: false,
+            writer: None,
             config,
             describe: describe(&opts.url),
             instance: format!("{:016x}", crate::client::seed()),
@@ -312,6 +318,37 @@ impl PostgresStore {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// Runs `f` in one transaction on the writer connection (connected, or connected again
+    /// after it was lost), committing when it succeeds.
+    fn write(
+        &mut self,
+        f: impl FnOnce(&mut Tx<'_, '_>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        if self.writer.as_ref().is_some_and(|(c, _)| c.is_closed()) {
+            self.writer = None;
+        }
+        if self.writer.is_none() {
+            let c = self.config.connect(NoTls)?;
+            self.writer = Some((c, HashMap::new()));
+        }
+        let Some((client, cache)) = self.writer.as_mut() else {
+            return Err(StoreError::Unavailable("no connection".into()));
+        };
+        let result: Result<(), StoreError> = (|| {
+            let mut t = client.transaction()?;
+            let mut tx = Tx { tx: &mut t, cache };
+            f(&mut tx)?;
+            t.commit()?;
+            Ok(())
+        })();
+        if let Err(e) = &result
+            && e.is_unavailable()
+        {
+            self.writer = None; // its statements go with it
+        }
+        result
     }
 
     fn batch_applied(&self, seq: i64) -> Result<bool, StoreError> {
@@ -477,11 +514,12 @@ impl Store for PostgresStore {
     }
 
     fn apply(&mut self, change: &Change) -> Result<(), StoreError> {
-        let mut c = self.conn()?;
-        let mut tx = c.transaction()?;
-        apply_in(&mut tx, change)?;
-        tx.commit()?;
-        Ok(())
+        self.write(|tx| {
+            apply_in(tx, change)?;
+            let mut top = (0, 0);
+            highest(change, &mut top);
+            raise_counters(tx, top)
+        })
     }
 
     fn apply_all(&mut self, changes: &[Change]) -> Result<(), StoreError> {
@@ -505,29 +543,31 @@ impl Store for PostgresStore {
                 seq
             }
         };
-        let result = (|| {
-            let mut c = self.conn()?;
-            let mut tx = c.transaction()?;
+        let instance = self.instance.clone();
+        let result = self.write(|tx| {
+            let mut top = (0, 0);
             for change in changes {
-                match apply_in(&mut tx, change) {
-                    Ok(()) => {}
+                match apply_in(tx, change) {
+                    Ok(()) => highest(change, &mut top),
                     Err(e) if e.is_refusal() => {
                         tracing::warn!(error = %e, ?change, "change refused by the store, skipped");
                     }
                     Err(e) => return Err(e),
                 }
             }
+            raise_counters(tx, top)?;
             tx.execute(
                 "INSERT INTO applied_batches (instance, seq) VALUES ($1, $2)",
-                &[&self.instance, &seq],
+                &[&instance, &seq],
             )?;
-            tx.execute(
-                "DELETE FROM applied_batches WHERE instance = $1 AND seq < $2",
-                &[&self.instance, &(seq - KEEP_BATCHES)],
-            )?;
-            tx.commit()?;
+            if seq % KEEP_BATCHES == 0 {
+                tx.execute(
+                    "DELETE FROM applied_batches WHERE instance = $1 AND seq < $2",
+                    &[&instance, &(seq - KEEP_BATCHES)],
+                )?;
+            }
             Ok(())
-        })();
+        });
         match &result {
             Err(e) if e.is_unavailable() => {
                 self.in_doubt = Some(seq);
@@ -606,7 +646,66 @@ fn command_row(r: &Row) -> Result<CommandRecord, StoreError> {
     })
 }
 
-fn apply_in(tx: &mut Transaction<'_>, change: &Change) -> Result<(), StoreError> {
+/// A transaction on the writer connection with its prepared statements (prepared once per
+/// connection: one round trip per statement afterwards instead of two).
+struct Tx<'a, 'b> {
+    tx: &'a mut Transaction<'b>,
+    cache: &'a mut HashMap<String, Statement>,
+}
+
+impl Tx<'_, '_> {
+    fn statement(&mut self, sql: &str) -> Result<Statement, StoreError> {
+        if let Some(s) = self.cache.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = self.tx.prepare(sql)?;
+        self.cache.insert(sql.to_owned(), s.clone());
+        Ok(s)
+    }
+
+    fn execute(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
+        let st = self.statement(sql)?;
+        Ok(self.tx.execute(&st, params)?)
+    }
+
+    fn query_opt(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, StoreError> {
+        let st = self.statement(sql)?;
+        Ok(self.tx.query_opt(&st, params)?)
+    }
+}
+
+/// The highest command id and event order a change stores (they feed `counters` once per
+/// batch).
+fn highest(change: &Change, top: &mut (i64, i64)) {
+    match change {
+        Change::CommandCreated(c) => top.0 = top.0.max(c.command_id),
+        Change::EventLogged(e) => top.1 = top.1.max(e.order as i64),
+        Change::Batch(cs) => cs.iter().for_each(|c| highest(c, top)),
+        _ => {}
+    }
+}
+
+fn raise_counters(tx: &mut Tx<'_, '_>, top: (i64, i64)) -> Result<(), StoreError> {
+    if top.0 > 0 {
+        tx.execute(
+            "UPDATE counters SET value = GREATEST(value, $1) WHERE name = 'command_id'",
+            &[&top.0],
+        )?;
+    }
+    if top.1 > 0 {
+        tx.execute(
+            "UPDATE counters SET value = GREATEST(value, $1) WHERE name = 'event_order'",
+            &[&top.1],
+        )?;
+    }
+    Ok(())
+}
+
+fn apply_in(tx: &mut Tx<'_, '_>, change: &Change) -> Result<(), StoreError> {
     match change {
         Change::AgentRegistered(agent) => {
             let networks = serde_json::to_string(&agent.allowed_networks)
@@ -672,10 +771,6 @@ fn apply_in(tx: &mut Transaction<'_>, change: &Change) -> Result<(), StoreError>
                     &c.created_unix_ms,
                     &c.finished_unix_ms,
                 ],
-            )?;
-            tx.execute(
-                "UPDATE counters SET value = GREATEST(value, $1) WHERE name = 'command_id'",
-                &[&c.command_id],
             )?;
         }
         Change::CommandFinished {
@@ -756,10 +851,6 @@ fn apply_in(tx: &mut Transaction<'_>, change: &Change) -> Result<(), StoreError>
                     &(e.scope as i64),
                 ],
             )?;
-            tx.execute(
-                "UPDATE counters SET value = GREATEST(value, $1) WHERE name = 'event_order'",
-                &[&(e.order as i64)],
-            )?;
         }
         Change::EventsPruned { before_order } => {
             tx.execute(
@@ -795,9 +886,13 @@ fn apply_in(tx: &mut Transaction<'_>, change: &Change) -> Result<(), StoreError>
         }
         Change::Batch(changes) => {
             // All or none: a savepoint, rolled back when dropped uncommitted.
-            let mut sp = tx.transaction()?;
+            let mut sp = tx.tx.transaction()?;
+            let mut inner = Tx {
+                tx: &mut sp,
+                cache: &mut *tx.cache,
+            };
             for c in changes {
-                apply_in(&mut sp, c)?;
+                apply_in(&mut inner, c)?;
             }
             sp.commit()?;
         }
