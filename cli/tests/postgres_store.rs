@@ -221,3 +221,144 @@ fn store_migrate_copies_a_sqlite_hub_into_postgres() {
     assert!(out.contains("a1"), "{out}");
     drop(hub);
 }
+
+/// Registers users through the KV front until `stop`, recording each acknowledged uid;
+/// reconnects after errors (the hub is killed and restarted under it).
+fn kv_writer(
+    addr: std::sync::Arc<std::sync::Mutex<String>>,
+    acked: std::sync::Arc<std::sync::Mutex<Vec<u64>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::io::{Read, Write};
+    use switchboard_core::kv::codec::KvRequest;
+    let mut req = bytes::BytesMut::new();
+    KvRequest::Register { auid: 1, perm: 0 }.encode(false, &mut req);
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let a = addr.lock().map(|a| a.clone()).unwrap_or_default();
+        let Ok(mut tcp) = std::net::TcpStream::connect(&a) else {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        };
+        let _ = tcp.set_read_timeout(Some(Duration::from_secs(20)));
+        loop {
+            if stop.load(std::sync::atomic::Ordering::Relaxed) || tcp.write_all(&req).is_err() {
+                break;
+            }
+            let mut status = [0u8; 8];
+            if tcp.read_exact(&mut status).is_err() {
+                break; // not acknowledged: it may or may not be stored
+            }
+            let uid = u64::from_be_bytes(status);
+            if uid == 0 {
+                let mut code = [0u8; 4];
+                let _ = tcp.read_exact(&mut code);
+                break;
+            }
+            if let Ok(mut v) = acked.lock() {
+                v.push(uid);
+            }
+        }
+    }
+}
+
+#[test]
+fn concurrent_writes_survive_kill_9_and_a_database_restart() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let mut pg = PgCluster::start();
+    let url = pg.create_db();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let kv = format!("127.0.0.1:{}", free_port());
+    let first = serve_first_run(
+        tmp.path(),
+        &["--store", &url, "--kv-listen", &kv, "--web-listen", "off"],
+        "hub listening",
+    );
+    let data = first.data.clone();
+    let addr = Arc::new(Mutex::new(kv.clone()));
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..16)
+        .map(|_| {
+            let (a, k, s) = (addr.clone(), acked.clone(), stop.clone());
+            std::thread::spawn(move || kv_writer(a, k, s))
+        })
+        .collect();
+    let count = || acked.lock().map(|v| v.len()).unwrap_or(0);
+    let wait_for_count = |n: usize, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while count() < n {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: only {} acknowledged",
+                count()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    wait_for_count(300, "before the kill");
+    kill9(&first.hub);
+    let before_restart = count();
+    let serve = |log: &str| {
+        let mut c = switchboard();
+        let _ = std::fs::remove_file(data.join("hub.addr"));
+        c.args([
+            "serve",
+            "--relay",
+            "off",
+            "--web-listen",
+            "off",
+            "--kv-listen",
+            &kv,
+        ])
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--store", &url])
+        .arg("--data-dir")
+        .arg(&data);
+        Proc::spawn("switchboard serve", c, tmp.path().join(log))
+    };
+    let hub = serve("serve2.log");
+    wait_for_count(before_restart + 300, "after the first restart");
+    pg.stop();
+    std::thread::sleep(Duration::from_secs(2));
+    let during = count();
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        count() <= during + 16,
+        "writes were acknowledged with PostgreSQL down"
+    );
+    pg.restart();
+    wait_for_count(during + 300, "after PostgreSQL came back");
+    kill9(&hub);
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        let _ = w.join();
+    }
+    let acked = acked.lock().map(|v| v.clone()).unwrap_or_default();
+    let hub = serve("serve3.log");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !data.join("hub.addr").exists() {
+        assert!(Instant::now() < deadline, "the hub did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (rc, out, err) = admin(&data, &["users"]);
+    assert_eq!(rc, 0, "{out}\n{err}");
+    let stored: Vec<u64> = out
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect();
+    let unique: std::collections::BTreeSet<u64> = acked.iter().copied().collect();
+    assert_eq!(unique.len(), acked.len(), "a uid was acknowledged twice");
+    let stored_set: std::collections::BTreeSet<u64> = stored.iter().copied().collect();
+    assert_eq!(stored_set.len(), stored.len(), "a uid is stored twice");
+    let lost: Vec<&u64> = unique.difference(&stored_set).collect();
+    assert!(lost.is_empty(), "acknowledged and lost: {lost:?}");
+    eprintln!(
+        "{} registrations acknowledged through two kill -9 and a PostgreSQL restart, all {} present ({} users stored)",
+        acked.len(),
+        unique.len(),
+        stored.len()
+    );
+    drop(hub);
+}

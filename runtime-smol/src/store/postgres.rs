@@ -181,6 +181,15 @@ impl std::fmt::Debug for PostgresStore {
 
 fn pg_error(e: postgres::Error) -> StoreError {
     match e.as_db_error() {
+        // The server is going away or not ready (class 08: connection exceptions; 57P01..03:
+        // shut down by an administrator, crash recovery, cannot connect now; 53300: too many
+        // connections): retry later.
+        Some(db)
+            if db.code().code().starts_with("08")
+                || matches!(db.code().code(), "57P01" | "57P02" | "57P03" | "53300") =>
+        {
+            StoreError::Unavailable(format!("{} ({})", db.message(), db.code().code()))
+        }
         Some(db) => StoreError::Postgres(format!("{} ({})", db.message(), db.code().code())),
         // Not an answer of the server: the connection is gone or could not be made.
         None => StoreError::Unavailable(e.to_string()),
