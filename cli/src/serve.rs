@@ -57,6 +57,10 @@ pub struct ServeArgs {
     /// in the URL or in PGPASSWORD) or "sqlite" (the default: hub.sqlite in the data dir).
     #[arg(long, default_value = "sqlite")]
     store: String,
+    /// The CA (PEM file) of the PostgreSQL server's certificate: TLS to the server, verified
+    /// (with `sslmode=require` in the URL, TLS or nothing).
+    #[arg(long)]
+    store_ca: Option<std::path::PathBuf>,
 }
 
 /// Runs the hub until Ctrl-C.
@@ -70,7 +74,7 @@ pub fn run(args: ServeArgs) -> io::Result<ExitCode> {
         }
     }
     crate::loadgen::raise_nofile_limit();
-    let mut store = open_store(&data, &args.store)?;
+    let mut store = open_store(&data, &args.store, args.store_ca.as_deref())?;
     ensure_admin_credentials(&mut store)?;
     let mut opts = ServerOptions::new(data.server_tls()?, seed());
     let ca =
@@ -214,15 +218,16 @@ pub fn parse_port_range(s: &str) -> io::Result<(u16, u16)> {
 
 /// The store `--store` names: SQLite in the data dir, or a PostgreSQL server (which must be
 /// reachable now: a hub does not start without its state).
-pub fn open_store(data: &DataDir, spec: &str) -> io::Result<Box<dyn Store>> {
+pub fn open_store(
+    data: &DataDir,
+    spec: &str,
+    ca: Option<&std::path::Path>,
+) -> io::Result<Box<dyn Store>> {
     if spec == "sqlite" {
         return Ok(Box::new(data.store()?));
     }
     if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
-        let mut opts = PostgresOptions::new(spec);
-        if let Ok(pw) = std::env::var("PGPASSWORD") {
-            opts.password = Some(pw);
-        }
+        let opts = postgres_options(spec, ca)?;
         let store = PostgresStore::open(&opts)
             .map_err(|e| io::Error::other(format!("cannot open the PostgreSQL store: {e}")))?;
         tracing::info!(store = %store.describe(), "using PostgreSQL");
@@ -232,6 +237,20 @@ pub fn open_store(data: &DataDir, spec: &str) -> io::Result<Box<dyn Store>> {
         io::ErrorKind::InvalidInput,
         format!("--store {spec:?}: expected \"sqlite\" or a postgres:// URL"),
     ))
+}
+
+/// The options of a PostgreSQL store: the URL, PGPASSWORD, the CA file for TLS.
+pub fn postgres_options(url: &str, ca: Option<&std::path::Path>) -> io::Result<PostgresOptions> {
+    let mut opts = PostgresOptions::new(url);
+    if let Ok(pw) = std::env::var("PGPASSWORD") {
+        opts.password = Some(pw);
+    }
+    if let Some(path) = ca {
+        opts.ca_pem = Some(std::fs::read(path).map_err(|e| {
+            io::Error::new(e.kind(), format!("--store-ca {}: {e}", path.display()))
+        })?);
+    }
+    Ok(opts)
 }
 
 /// On first run, creates the admin user with a random password and TOTP secret and prints

@@ -4,7 +4,7 @@ use std::io;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use switchboard_runtime_smol::store::{self, PostgresOptions, PostgresStore, SqliteStore, Store};
+use switchboard_runtime_smol::store::{self, PostgresStore, SqliteStore, Store};
 
 /// Arguments of `store`.
 #[derive(clap::Args)]
@@ -26,17 +26,20 @@ enum StoreCommand {
         /// The PostgreSQL URL (postgres://USER@HOST:PORT/DB; password in it or in PGPASSWORD).
         #[arg(long)]
         to: String,
+        /// The CA (PEM file) of the server's certificate, for TLS.
+        #[arg(long)]
+        store_ca: Option<PathBuf>,
     },
 }
 
 /// Runs a store command.
 pub fn run(a: StoreArgs) -> io::Result<ExitCode> {
     match a.command {
-        StoreCommand::Migrate { from, to } => migrate(&from, &to),
+        StoreCommand::Migrate { from, to, store_ca } => migrate(&from, &to, store_ca.as_deref()),
     }
 }
 
-fn migrate(from: &std::path::Path, to: &str) -> io::Result<ExitCode> {
+fn migrate(from: &std::path::Path, to: &str, ca: Option<&std::path::Path>) -> io::Result<ExitCode> {
     let db = from.join(crate::datadir::DB_FILE);
     if !db.exists() {
         return Err(io::Error::new(
@@ -45,10 +48,7 @@ fn migrate(from: &std::path::Path, to: &str) -> io::Result<ExitCode> {
         ));
     }
     let mut source = SqliteStore::open(&db).map_err(io::Error::other)?;
-    let mut opts = PostgresOptions::new(to);
-    if let Ok(pw) = std::env::var("PGPASSWORD") {
-        opts.password = Some(pw);
-    }
+    let opts = crate::serve::postgres_options(to, ca)?;
     let mut target = PostgresStore::open(&opts)
         .map_err(|e| io::Error::other(format!("cannot open the PostgreSQL store: {e}")))?;
     let export = Store::export(&mut source).map_err(io::Error::other)?;

@@ -20,6 +20,7 @@ pub struct PgCluster {
     pub port: u16,
     run_as: Option<String>,
     next_db: u32,
+    tls: bool,
 }
 
 /// The directory of the server binaries, if PostgreSQL is installed.
@@ -56,6 +57,16 @@ impl PgCluster {
     /// Creates and starts a cluster. Panics with a clear message when PostgreSQL is missing
     /// or does not start.
     pub fn start() -> PgCluster {
+        Self::start_with(None)
+    }
+
+    /// A cluster that accepts TLS connections only (`hostssl` in pg_hba.conf), presenting
+    /// `cert_pem` with `key_pem`.
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> PgCluster {
+        Self::start_with(Some((cert_pem, key_pem)))
+    }
+
+    fn start_with(tls: Option<(&str, &str)>) -> PgCluster {
         let bin = bin_dir().unwrap_or_else(|| {
             panic!("PostgreSQL server binaries not found under /usr/lib/postgresql (scripts/test.sh installs Debian's postgresql)")
         });
@@ -81,6 +92,7 @@ impl PgCluster {
             port: free_port(),
             run_as,
             next_db: 0,
+            tls: tls.is_some(),
         };
         let data = c.data_dir();
         let out = c.run(
@@ -99,6 +111,29 @@ impl PgCluster {
             ],
         );
         assert!(out.status.success(), "initdb failed:\n{}", text(&out));
+        if let Some((cert, key)) = tls {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::write(data.join("server.crt"), cert).expect("server.crt");
+            std::fs::write(data.join("server.key"), key).expect("server.key");
+            std::fs::set_permissions(
+                data.join("server.key"),
+                std::fs::Permissions::from_mode(0o600),
+            )
+            .expect("key mode");
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+            )
+            .expect("pg_hba.conf");
+            if c.run_as.is_some() {
+                let st = Command::new("chown")
+                    .args(["-R", "nobody"])
+                    .arg(&data)
+                    .status()
+                    .expect("chown");
+                assert!(st.success());
+            }
+        }
         c.pg_ctl_start();
         c
     }
@@ -125,11 +160,14 @@ impl PgCluster {
     fn pg_ctl_start(&self) {
         let data = self.data_dir();
         let log = self.dir.join("server.log");
-        let opts = format!(
+        let mut opts = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c max_connections=200",
             self.port,
             self.dir.display()
         );
+        if self.tls {
+            opts.push_str(" -c ssl=on");
+        }
         let out = self.run(
             "pg_ctl",
             &[
@@ -179,7 +217,14 @@ impl PgCluster {
     pub fn create_db(&mut self) -> String {
         self.next_db += 1;
         let name = format!("t{}", self.next_db);
-        let mut admin = postgres::Client::connect(&self.url("postgres"), postgres::NoTls)
+        // Over the Unix socket in the cluster's directory (also when TCP needs TLS).
+        let mut cfg = postgres::Config::new();
+        cfg.host_path(&self.dir)
+            .port(self.port)
+            .user("postgres")
+            .dbname("postgres");
+        let mut admin = cfg
+            .connect(postgres::NoTls)
             .expect("connect to the cluster");
         admin
             .batch_execute(&format!("CREATE DATABASE {name}"))

@@ -16,13 +16,15 @@ use std::time::Duration;
 
 use std::collections::HashMap;
 
+use postgres::config::SslMode;
 use postgres::types::ToSql;
-use postgres::{NoTls, Row, Statement, Transaction};
+use postgres::{Row, Statement, Transaction};
 use r2d2_postgres::PostgresConnectionManager;
 use switchboard_core::hub::persist::{
     AgentRecord, CertificateRecord, Change, ChannelRecord, CommandRecord, CommandStatus,
     EventRecord, FeedClientRecord, StoredState, UserRecord,
 };
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{RECENT_EVENTS, Store, StoreError};
 
@@ -135,6 +137,11 @@ pub struct PostgresOptions {
     pub connect_timeout: Duration,
     /// A password, if not in the URL.
     pub password: Option<String>,
+    /// The CA (PEM) that signed the server's certificate. With it, TLS is used when the URL
+    /// asks (`sslmode=require`) or the server offers it (`prefer`, the default), and the
+    /// server's certificate is verified against it for the URL's host name; without it,
+    /// `sslmode=require` is an error and otherwise the connection is plain.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 impl PostgresOptions {
@@ -145,17 +152,35 @@ impl PostgresOptions {
             pool_size: 4,
             connect_timeout: Duration::from_secs(5),
             password: None,
+            ca_pem: None,
         }
     }
 }
 
-type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
+type Pool = r2d2::Pool<PostgresConnectionManager<MakeRustlsConnect>>;
+
+/// The TLS connector for the server: rustls with the project's provider, trusting `ca_pem`
+/// only (no CA: an empty trust store, used only with TLS off).
+fn tls(ca_pem: Option<&[u8]>) -> Result<MakeRustlsConnect, StoreError> {
+    let roots = match ca_pem {
+        Some(pem) => crate::tls::root_store(pem)
+            .map_err(|e| StoreError::Postgres(format!("the store's CA: {e}")))?,
+        None => rustls::RootCertStore::empty(),
+    };
+    let config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| StoreError::Postgres(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(MakeRustlsConnect::new(config))
+}
 
 /// The hub's PostgreSQL store.
 pub struct PostgresStore {
     pool: Pool,
     /// The session holding [`HUB_LEASE`] (re-taken after the server restarts).
     lease: Option<postgres::Client>,
+    tls: MakeRustlsConnect,
     /// The server was unreachable since the lease was last checked.
     lease_suspect: bool,
     /// The connection persists go through, with its prepared statements.
@@ -234,12 +259,21 @@ impl PostgresStore {
             .parse()
             .map_err(|e: postgres::Error| StoreError::Postgres(format!("bad URL: {e}")))?;
         let mut config = config;
+        if opts.ca_pem.is_none() {
+            if config.get_ssl_mode() == SslMode::Require {
+                return Err(StoreError::Postgres(
+                    "sslmode=require needs the server's CA (--store-ca FILE)".into(),
+                ));
+            }
+            config.ssl_mode(SslMode::Disable);
+        }
+        let tls = tls(opts.ca_pem.as_deref())?;
         config.connect_timeout(opts.connect_timeout);
         config.application_name("switchboard");
         if let Some(pw) = &opts.password {
             config.password(pw);
         }
-        let manager = PostgresConnectionManager::new(config.clone(), NoTls);
+        let manager = PostgresConnectionManager::new(config.clone(), tls.clone());
         let pool = r2d2::Pool::builder()
             .max_size(opts.pool_size.max(1))
             .min_idle(Some(1))
@@ -249,6 +283,7 @@ impl PostgresStore {
         let mut store = PostgresStore {
             pool,
             lease: None,
+            tls,
             lease_suspect: false,
             writer: None,
             config,
@@ -274,7 +309,7 @@ impl PostgresStore {
             return Ok(());
         }
         self.lease = None;
-        let mut c = self.config.connect(NoTls)?;
+        let mut c = self.config.connect(self.tls.clone())?;
         let got: bool = c
             .query_one("SELECT pg_try_advisory_lock($1)", &[&HUB_LEASE])?
             .get(0);
@@ -288,7 +323,10 @@ impl PostgresStore {
         Ok(())
     }
 
-    fn conn(&self) -> Result<r2d2::PooledConnection<PostgresConnectionManager<NoTls>>, StoreError> {
+    fn conn(
+        &self,
+    ) -> Result<r2d2::PooledConnection<PostgresConnectionManager<MakeRustlsConnect>>, StoreError>
+    {
         self.pool
             .get()
             .map_err(|e| StoreError::Unavailable(e.to_string()))
@@ -339,7 +377,7 @@ impl PostgresStore {
             self.writer = None;
         }
         if self.writer.is_none() {
-            let c = self.config.connect(NoTls)?;
+            let c = self.config.connect(self.tls.clone())?;
             self.writer = Some((c, HashMap::new()));
         }
         let Some((client, cache)) = self.writer.as_mut() else {
