@@ -15,6 +15,10 @@ use switchboard_runtime_smol::tls;
 /// Arguments of `agent`.
 #[derive(clap::Args)]
 pub struct AgentArgs {
+    /// A configuration file ([serve], [agent] or [relay] table; flags override it). Default
+    /// for serve: DATA_DIR/switchboard.toml when it exists.
+    #[arg(long)]
+    config: Option<std::path::PathBuf>,
     /// The manager (a Switchboard hub or a RedPepper 0.0.x manager), HOST:PORT.
     #[arg(long)]
     manager: String,

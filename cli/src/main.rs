@@ -4,6 +4,7 @@
 mod admin;
 mod agent_cmd;
 mod certs;
+mod config;
 mod datadir;
 mod demo;
 mod demo_voice;
@@ -60,6 +61,8 @@ enum Command {
     Stream(stream_cmd::StreamArgs),
     /// The hub's store: migrate SQLite to PostgreSQL.
     Store(store_cmd::StoreArgs),
+    /// The configuration file: check one, show the effective configuration.
+    Config(config::ConfigArgs),
 }
 
 /// Where the data dir is, for the commands that use one.
@@ -78,7 +81,15 @@ impl DataDirArg {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // The configuration file's values become flags before clap parses (see `config`).
+    let argv = match config::expand(std::env::args_os().collect()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("switchboard: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = Cli::parse_from(argv);
     let default = if matches!(cli.command, Command::Demo(_) | Command::Loadgen(_)) {
         "warn"
     } else {
@@ -101,6 +112,7 @@ fn main() -> ExitCode {
         Command::Relay(a) => relay_cmd::run(a),
         Command::Stream(a) => stream_cmd::run(a),
         Command::Store(a) => store_cmd::run(a),
+        Command::Config(a) => config::run(a),
     };
     match result {
         Ok(code) => code,

@@ -184,6 +184,10 @@ pub fn remote(control: SocketAddr, key: CommandKey) -> io::Result<RelayBridge> {
 /// Arguments of `relay`.
 #[derive(clap::Args)]
 pub struct RelayArgs {
+    /// A configuration file ([serve], [agent] or [relay] table; flags override it). Default
+    /// for serve: DATA_DIR/switchboard.toml when it exists.
+    #[arg(long)]
+    config: Option<std::path::PathBuf>,
     /// Where to take the hub's signed commands (UDP).
     #[arg(long, default_value = "127.0.0.1:8090")]
     control: SocketAddr,

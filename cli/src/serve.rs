@@ -15,6 +15,10 @@ use crate::datadir::DataDir;
 /// Arguments of `serve`.
 #[derive(clap::Args)]
 pub struct ServeArgs {
+    /// A configuration file ([serve], [agent] or [relay] table; flags override it). Default
+    /// for serve: DATA_DIR/switchboard.toml when it exists.
+    #[arg(long)]
+    config: Option<std::path::PathBuf>,
     #[command(flatten)]
     data: DataDirArg,
     /// Lifetime in days of the certificates agents get by renewal (at most 365).
@@ -68,6 +72,10 @@ pub fn run(args: ServeArgs) -> io::Result<ExitCode> {
     let dir = args.data.path();
     let (data, created) = DataDir::ensure(&dir)?;
     if !created.is_empty() {
+        let example = dir.join(format!("{}.example", crate::config::FILE_NAME));
+        if !example.exists() {
+            std::fs::write(&example, crate::config::example("serve"))?;
+        }
         println!("switchboard: created in {}:", dir.display());
         for f in &created {
             println!("  {f}");
