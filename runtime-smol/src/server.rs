@@ -827,6 +827,20 @@ fn log_event(e: &HubEvent) {
         HubEvent::LoggedIn { user, .. } => tracing::info!(%user, "user logged in"),
         HubEvent::LoginFailed { user, reason } => tracing::warn!(%user, %reason, "login refused"),
         HubEvent::UserRegistered { uid } => tracing::info!(uid, "user registered"),
+        HubEvent::AgentRegistered { agent_id } => {
+            tracing::info!(agent = %agent_id, "agent enrolled")
+        }
+        HubEvent::AgentRemoved { agent_id } => tracing::info!(agent = %agent_id, "agent removed"),
+        HubEvent::AgentDataSet { agent_id, name } => {
+            tracing::info!(agent = %agent_id, %name, "agent data set")
+        }
+        HubEvent::FeedClientAdded { client_id, user } => {
+            tracing::info!(client = %client_id, %user, "feed client added")
+        }
+        HubEvent::FeedClientRemoved { client_id } => {
+            tracing::info!(client = %client_id, "feed client removed")
+        }
+        HubEvent::UserCredentialsSet { uid } => tracing::info!(uid, "user credentials set"),
         HubEvent::UserRemoved { uid } => tracing::info!(uid, "user removed"),
         HubEvent::ConnectionFailed { conn, reason } => {
             tracing::info!(?conn, %reason, "connection closed")

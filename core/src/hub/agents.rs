@@ -385,6 +385,10 @@ impl Hub {
         };
         self.out
             .push_back(HubAction::Persist(Change::AgentRegistered(record.clone())));
+        self.out
+            .push_back(HubAction::Event(HubEvent::AgentRegistered {
+                agent_id: agent_id.clone(),
+            }));
         match self.agents.get_mut(&agent_id) {
             Some(a) => a.record = record,
             None => {

@@ -251,6 +251,9 @@ impl Hub {
                 self.out.push_back(HubAction::Persist(Change::AgentRemoved {
                     agent_id: r.agent_id.clone(),
                 }));
+                self.out.push_back(HubAction::Event(HubEvent::AgentRemoved {
+                    agent_id: r.agent_id.clone(),
+                }));
                 self.send_body(
                     conn,
                     Body::RemoveAgentResponse(pb::RemoveAgentResponse {
@@ -298,9 +301,13 @@ impl Hub {
                 };
                 agent.data.insert(r.name.clone(), r.value_json.clone());
                 self.out.push_back(HubAction::Persist(Change::AgentData {
+                    agent_id: r.agent_id.clone(),
+                    name: r.name.clone(),
+                    value_json: r.value_json,
+                }));
+                self.out.push_back(HubAction::Event(HubEvent::AgentDataSet {
                     agent_id: r.agent_id,
                     name: r.name,
-                    value_json: r.value_json,
                 }));
                 self.send_body(
                     conn,

@@ -100,6 +100,32 @@ fn scope_of(e: &HubEvent) -> Option<(&'static str, Value, Permissions)> {
             json!({"chid": chid, "uid": uid, "expired": expired}),
             Permissions::NONE,
         ),
+        HubEvent::AgentRegistered { agent_id } => (
+            "AgentRegistered",
+            json!({"agentId": agent_id}),
+            Permissions::MANAGE_AGENTS,
+        ),
+        HubEvent::AgentRemoved { agent_id } => (
+            "AgentRemoved",
+            json!({"agentId": agent_id}),
+            Permissions::MANAGE_AGENTS,
+        ),
+        HubEvent::AgentDataSet { agent_id, name } => (
+            "AgentDataSet",
+            json!({"agentId": agent_id, "name": name}),
+            Permissions::MANAGE_AGENTS,
+        ),
+        HubEvent::FeedClientAdded { client_id, user } => (
+            "FeedClientAdded",
+            json!({"clientId": client_id, "user": user}),
+            Permissions::REGISTER_USER,
+        ),
+        HubEvent::FeedClientRemoved { client_id } => (
+            "FeedClientRemoved",
+            json!({"clientId": client_id}),
+            Permissions::REGISTER_USER,
+        ),
+        HubEvent::UserCredentialsSet { uid } => ("UserCredentialsSet", json!({"uid": uid}), users),
         HubEvent::UserRegistered { uid } => ("UserRegistered", json!({"uid": uid}), users),
         HubEvent::UserRemoved { uid } => ("UserRemoved", json!({"uid": uid}), users),
         HubEvent::LoggedIn { user, .. } => ("LoggedIn", json!({"user": user}), users),

@@ -147,3 +147,107 @@ fn orders_gone_or_ahead_are_refused() {
         Vec::<u64>::new()
     );
 }
+
+/// Drives one session of a user holding `perms` through `requests` (after subscribing from
+/// the start of an empty log); returns the kinds of the event notices it was sent.
+fn registry_events(perms: Permissions, requests: Vec<Body>) -> Vec<String> {
+    let now = Instant::now();
+    let mut hub = Hub::new(HubConfig::default(), 1, now, 1_700_000_000_000);
+    hub.load(
+        StoredState {
+            users: vec![
+                UserRecord {
+                    uid: 2,
+                    name: "me".into(),
+                    permissions: perms.0,
+                    ..UserRecord::default()
+                },
+                UserRecord {
+                    uid: 3,
+                    name: "boss".into(),
+                    permissions: Permissions::ADMIN.0,
+                    ..UserRecord::default()
+                },
+            ],
+            ..StoredState::default()
+        },
+        now,
+    );
+    let mut sessions = vec![];
+    for (conn, name) in [(1, "me"), (2, "boss")] {
+        hub.accept(
+            now,
+            ConnId(conn),
+            PeerInfo::named("10.0.0.1:1".parse().expect("addr"), name),
+        );
+        sessions.push(ClientSession::new(now, LinkConfig::default(), "t", conn));
+    }
+    let mut got = vec![];
+    let mut subscribed = false;
+    let mut pending = requests.into_iter();
+    for _ in 0..40 {
+        if sessions[0].is_open() && sessions[1].is_open() {
+            if !subscribed {
+                let req = pb::SubscribeEventsRequest {
+                    request_id: 1,
+                    from_order: 0,
+                };
+                sessions[0]
+                    .send_request(Body::SubscribeEventsRequest(req))
+                    .expect("send");
+                subscribed = true;
+            } else if let Some(r) = pending.next() {
+                sessions[1].send_request(r).expect("send");
+            }
+        }
+        for (i, s) in sessions.iter_mut().enumerate() {
+            while let Some(a) = s.poll_action() {
+                match a {
+                    Action::Event(ClientEvent::Message(Body::EventNotice(n))) if i == 0 => {
+                        got.push(n.kind)
+                    }
+                    Action::Send(b) => hub.handle_input(now, ConnId(i as u64 + 1), &b),
+                    _ => {}
+                }
+            }
+        }
+        while let Some(a) = hub.poll_action() {
+            if let HubAction::Send { conn, bytes } = a {
+                sessions[(conn.0 - 1) as usize].handle_input(now, &bytes);
+            }
+        }
+    }
+    got
+}
+
+#[test]
+fn registry_changes_are_events_for_those_allowed() {
+    let requests = || {
+        vec![
+            Body::RegisterAgentRequest(pb::RegisterAgentRequest {
+                request_id: 10,
+                agent_id: "a1".into(),
+                secret_hash: "$argon2id$x".into(),
+                allowed_networks: vec![],
+            }),
+            Body::SetAgentDataRequest(pb::SetAgentDataRequest {
+                request_id: 11,
+                agent_id: "a1".into(),
+                name: "greeting".into(),
+                value_json: "\"hi\"".into(),
+            }),
+            Body::RemoveAgentRequest(pb::RemoveAgentRequest {
+                request_id: 12,
+                agent_id: "a1".into(),
+            }),
+        ]
+    };
+    assert_eq!(
+        registry_events(Permissions::MANAGE_AGENTS, requests()),
+        ["AgentRegistered", "AgentDataSet", "AgentRemoved"]
+    );
+    assert!(
+        registry_events(Permissions::ADD_CHANNEL, requests()).is_empty(),
+        "a user without manage_agents saw agent registry events"
+    );
+}

@@ -12,7 +12,7 @@ use switchboard_proto as pb;
 use switchboard_proto::control_error::Code;
 use switchboard_proto::message::Message as Body;
 
-use super::{Change, ConnId, FeedClientRecord, Hub, HubAction};
+use super::{Change, ConnId, FeedClientRecord, Hub, HubAction, HubEvent};
 use crate::feed::crypto;
 use crate::machine::CloseReason;
 use crate::perm::{self, Operation, Permissions};
@@ -111,6 +111,11 @@ impl Hub {
                 };
                 self.out
                     .push_back(HubAction::Persist(Change::FeedClientSaved(rec.clone())));
+                self.out
+                    .push_back(HubAction::Event(HubEvent::FeedClientAdded {
+                        client_id: rec.client_id.clone(),
+                        user: rec.user.clone(),
+                    }));
                 let client = info(&rec);
                 self.feed_clients.insert(rec.client_id.clone(), rec);
                 self.send_body(
@@ -126,6 +131,10 @@ impl Hub {
                 if removed {
                     self.out
                         .push_back(HubAction::Persist(Change::FeedClientRemoved {
+                            client_id: r.client_id.clone(),
+                        }));
+                    self.out
+                        .push_back(HubAction::Event(HubEvent::FeedClientRemoved {
                             client_id: r.client_id.clone(),
                         }));
                     if let Some(live) = self.feed_conns.remove(&r.client_id) {

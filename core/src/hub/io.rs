@@ -249,6 +249,40 @@ pub enum HubEvent {
         /// Why.
         error: String,
     },
+    /// An agent was enrolled (registered, or registered again with a new secret).
+    AgentRegistered {
+        /// Agent id.
+        agent_id: String,
+    },
+    /// An agent's registration was removed.
+    AgentRemoved {
+        /// Agent id.
+        agent_id: String,
+    },
+    /// A data value of an agent was set.
+    AgentDataSet {
+        /// Agent id.
+        agent_id: String,
+        /// The value's name.
+        name: String,
+    },
+    /// A secure-feed client was added (or its key replaced).
+    FeedClientAdded {
+        /// Client id.
+        client_id: String,
+        /// The user it acts as.
+        user: String,
+    },
+    /// A secure-feed client was removed.
+    FeedClientRemoved {
+        /// Client id.
+        client_id: String,
+    },
+    /// A user's login credentials (password, TOTP secret, expiry) were set.
+    UserCredentialsSet {
+        /// User.
+        uid: u64,
+    },
     /// A user was registered.
     UserRegistered {
         /// User.

@@ -141,6 +141,10 @@ impl Hub {
                     let rec = u.clone();
                     self.out
                         .push_back(HubAction::Persist(Change::UserRegistered(rec)));
+                    self.out
+                        .push_back(HubAction::Event(HubEvent::UserCredentialsSet {
+                            uid: r.uid,
+                        }));
                 }
                 self.send_body(
                     conn,
