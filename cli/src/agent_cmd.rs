@@ -15,7 +15,7 @@ use switchboard_runtime_smol::tls;
 /// Arguments of `agent`.
 #[derive(clap::Args)]
 pub struct AgentArgs {
-    /// A configuration file ([serve], [agent] or [relay] table; flags override it). Default
+    /// A configuration file (a `[serve]`, `[agent]` or `[relay]` table; flags override it). Default
     /// for serve: DATA_DIR/switchboard.toml when it exists.
     #[arg(long)]
     config: Option<std::path::PathBuf>,

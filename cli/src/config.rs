@@ -197,19 +197,24 @@ fn default_file(command: &str, argv: &[OsString]) -> Option<PathBuf> {
 /// the command line), for `serve`, `agent` and `relay`; other commands pass through. The
 /// file is `--config FILE` (removed from the line) or the command's default file.
 pub fn expand(argv: Vec<OsString>) -> Result<Vec<OsString>, String> {
-    let Some(pos) = argv
-        .iter()
-        .position(|a| a.to_str().is_some_and(|a| COMMANDS.contains(&a)))
-    else {
+    // The command is the first word that is not a global flag (`--log` takes a value).
+    let mut pos = None;
+    let mut i = 1;
+    while i < argv.len() {
+        let a = argv[i].to_string_lossy();
+        if a == "--log" {
+            i += 2;
+            continue;
+        }
+        if !a.starts_with('-') {
+            pos = COMMANDS.contains(&a.as_ref()).then_some(i);
+            break;
+        }
+        i += 1;
+    }
+    let Some(pos) = pos else {
         return Ok(argv);
     };
-    // Global flags before the command are not a command's.
-    if argv[1..pos]
-        .iter()
-        .any(|a| a.to_str().is_some_and(|a| !a.starts_with('-')))
-    {
-        return Ok(argv);
-    }
     let command = argv[pos].to_string_lossy().to_string();
     let mut rest: Vec<OsString> = argv[pos + 1..].to_vec();
     let mut file = None;
@@ -434,5 +439,66 @@ impl FlagChecked for clap::ArgMatches {
             .flatten()
             .copied()
             .unwrap_or(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(v: &[&str]) -> Vec<OsString> {
+        v.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn file_values_become_flags_after_the_command_and_flags_win() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "[serve]\nlisten = \"a:1\"\nping-interval = 5\n").expect("write");
+        let path = f.to_str().expect("utf-8");
+        let got = expand(os(&[
+            "switchboard",
+            "--log",
+            "debug",
+            "serve",
+            "--config",
+            path,
+            "--listen",
+            "b:2",
+        ]))
+        .expect("expand");
+        assert_eq!(
+            got,
+            os(&[
+                "switchboard",
+                "--log",
+                "debug",
+                "serve",
+                "--ping-interval",
+                "5",
+                "--listen",
+                "b:2"
+            ])
+        );
+        // Another command's words are left alone.
+        let admin = os(&[
+            "switchboard",
+            "admin",
+            "run",
+            "--agent",
+            "serve",
+            "--config",
+            path,
+        ]);
+        assert_eq!(expand(admin.clone()).expect("expand"), admin);
+        // A missing file is an error naming it.
+        let e = expand(os(&[
+            "switchboard",
+            "serve",
+            "--config",
+            "/nonexistent.toml",
+        ]))
+        .expect_err("no file");
+        assert!(e.contains("/nonexistent.toml"), "{e}");
     }
 }

@@ -184,7 +184,7 @@ pub fn remote(control: SocketAddr, key: CommandKey) -> io::Result<RelayBridge> {
 /// Arguments of `relay`.
 #[derive(clap::Args)]
 pub struct RelayArgs {
-    /// A configuration file ([serve], [agent] or [relay] table; flags override it). Default
+    /// A configuration file (a `[serve]`, `[agent]` or `[relay]` table; flags override it). Default
     /// for serve: DATA_DIR/switchboard.toml when it exists.
     #[arg(long)]
     config: Option<std::path::PathBuf>,

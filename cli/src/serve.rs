@@ -15,7 +15,7 @@ use crate::datadir::DataDir;
 /// Arguments of `serve`.
 #[derive(clap::Args)]
 pub struct ServeArgs {
-    /// A configuration file ([serve], [agent] or [relay] table; flags override it). Default
+    /// A configuration file (a `[serve]`, `[agent]` or `[relay]` table; flags override it). Default
     /// for serve: DATA_DIR/switchboard.toml when it exists.
     #[arg(long)]
     config: Option<std::path::PathBuf>,
