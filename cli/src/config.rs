@@ -197,12 +197,13 @@ fn default_file(command: &str, argv: &[OsString]) -> Option<PathBuf> {
 /// the command line), for `serve`, `agent` and `relay`; other commands pass through. The
 /// file is `--config FILE` (removed from the line) or the command's default file.
 pub fn expand(argv: Vec<OsString>) -> Result<Vec<OsString>, String> {
-    // The command is the first word that is not a global flag (`--log` takes a value).
+    // The command is the first word that is not a global flag (`--log` and `--log-format`
+    // take a value).
     let mut pos = None;
     let mut i = 1;
     while i < argv.len() {
         let a = argv[i].to_string_lossy();
-        if a == "--log" {
+        if a == "--log" || a == "--log-format" {
             i += 2;
             continue;
         }

@@ -29,6 +29,15 @@ const VERSION: &str = concat!(
     ")"
 );
 
+/// How log lines are written.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
 /// Switchboard: a hub for fleets of agents and real-time channels.
 #[derive(Parser)]
 #[command(name = "switchboard", version = VERSION, about)]
@@ -37,6 +46,10 @@ struct Cli {
     /// Default: "info" ("warn" for the demo and loadgen, whose summaries are the point).
     #[arg(long, global = true, env = "SWITCHBOARD_LOG")]
     log: Option<String>,
+    /// Log lines as text (the default) or as JSON objects, one per line (timestamp, level,
+    /// target, message and fields), for log collectors.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -98,10 +111,13 @@ fn main() -> ExitCode {
     let log = cli.log.as_deref().unwrap_or(default);
     let filter = tracing_subscriber::EnvFilter::try_new(log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
     let result = match cli.command {
         Command::Serve(a) => serve::run(a),
         Command::Admin(a) => admin::run(a),

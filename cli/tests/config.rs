@@ -130,3 +130,48 @@ fn serve_takes_its_file_and_flags_override_it() {
     .unwrap_or_else(|| panic!("serve did not start:\n{}", p.tail(20)));
     assert_eq!(addr.trim(), default_addr, "the data dir's switchboard.toml");
 }
+
+#[test]
+fn logs_can_be_json_lines() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = tmp.path().join("hub");
+    let err = std::fs::File::create(tmp.path().join("err")).expect("file");
+    let mut c = switchboard();
+    c.args([
+        "--log-format",
+        "json",
+        "serve",
+        "--kv-listen",
+        "off",
+        "--web-listen",
+        "off",
+    ])
+    .args([
+        "--relay",
+        "off",
+        "--listen",
+        &format!("127.0.0.1:{}", free_port()),
+    ])
+    .arg("--data-dir")
+    .arg(&data)
+    .stdout(std::process::Stdio::null())
+    .stderr(err);
+    let mut child = c.spawn().expect("serve");
+    let up = wait_for(Duration::from_secs(30), || {
+        data.join("hub.addr").exists().then_some(())
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(up.is_some(), "serve did not start");
+    let text = std::fs::read_to_string(tmp.path().join("err")).expect("stderr");
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines.iter().any(|v| v["message"] == "hub state loaded"
+            && v["level"] == "INFO"
+            && v["agents"] == 0),
+        "{text}"
+    );
+}
