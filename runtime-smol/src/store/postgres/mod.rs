@@ -12,12 +12,10 @@
 //! reached the server before the connection died is recognised on the retry and not applied
 //! twice.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
-use std::collections::HashMap;
-
 use postgres::config::SslMode;
-
 use postgres::{Row, Statement};
 use r2d2_postgres::PostgresConnectionManager;
 use switchboard_core::hub::persist::{
