@@ -381,7 +381,7 @@ fn show(config: Option<PathBuf>, data_dir: Option<PathBuf>, command: &str) -> io
             _ => "unset".to_string(),
         };
         let shown = match values.len() {
-            0 if sub.get_flag_checked(id) => "true".to_string(),
+            0 if sub.try_get_one::<bool>(id).ok().flatten() == Some(&true) => "true".to_string(),
             0 => String::new(),
             1 => format!("{:?}", values[0]),
             _ => format!("{values:?}"),
@@ -427,20 +427,6 @@ pub fn example(command: &str) -> String {
         }
     }
     out
-}
-
-trait FlagChecked {
-    fn get_flag_checked(&self, id: &str) -> bool;
-}
-
-impl FlagChecked for clap::ArgMatches {
-    fn get_flag_checked(&self, id: &str) -> bool {
-        self.try_get_one::<bool>(id)
-            .ok()
-            .flatten()
-            .copied()
-            .unwrap_or(false)
-    }
 }
 
 #[cfg(test)]

@@ -40,7 +40,8 @@ fn kill9(p: &Proc) {
     );
 }
 
-fn serve_again(data: &Path, store: &str, log: &Path) -> Proc {
+/// `serve` again on `data` and `store` (the KV front on `kv`, or "off"); waits for it to listen.
+fn serve_again(data: &Path, store: &str, kv: &str, log: &Path) -> Proc {
     let _ = std::fs::remove_file(data.join("hub.addr"));
     let mut c = switchboard();
     c.args([
@@ -48,7 +49,7 @@ fn serve_again(data: &Path, store: &str, log: &Path) -> Proc {
         "--relay",
         "off",
         "--kv-listen",
-        "off",
+        kv,
         "--web-listen",
         "off",
     ])
@@ -127,7 +128,7 @@ fn serve_on_postgres_survives_kill_9_and_a_database_restart() {
 
     // kill -9: what was acknowledged is in PostgreSQL.
     kill9(&first.hub);
-    let hub = serve_again(&data, &url, &tmp.path().join("serve2.log"));
+    let hub = serve_again(&data, &url, "off", &tmp.path().join("serve2.log"));
     assert_eq!(users(&data), ["admin", "alice"]);
     let (_, out, _) = admin(&data, &["agents"]);
     assert!(out.contains("a1"), "the agent registration is gone:\n{out}");
@@ -161,7 +162,7 @@ fn serve_on_postgres_survives_kill_9_and_a_database_restart() {
     );
     // Once, after another kill -9.
     kill9(&hub);
-    let hub = serve_again(&data, &url, &tmp.path().join("serve3.log"));
+    let hub = serve_again(&data, &url, "off", &tmp.path().join("serve3.log"));
     assert_eq!(users(&data), ["admin", "alice", "bob"]);
     drop(hub);
 }
@@ -215,7 +216,7 @@ fn store_migrate_copies_a_sqlite_hub_into_postgres() {
     assert_ne!(rc, 0, "migrated twice:\n{out}");
     assert!(err.contains("not empty"), "{err}");
 
-    let hub = serve_again(&data, &url, &tmp.path().join("serve-pg.log"));
+    let hub = serve_again(&data, &url, "off", &tmp.path().join("serve-pg.log"));
     assert_eq!(users(&data), ["admin", "alice", "bob"]);
     let (_, out, _) = admin(&data, &["agents"]);
     assert!(out.contains("a1"), "{out}");
@@ -299,25 +300,7 @@ fn concurrent_writes_survive_kill_9_and_a_database_restart() {
     wait_for_count(300, "before the kill");
     kill9(&first.hub);
     let before_restart = count();
-    let serve = |log: &str| {
-        let mut c = switchboard();
-        let _ = std::fs::remove_file(data.join("hub.addr"));
-        c.args([
-            "serve",
-            "--relay",
-            "off",
-            "--web-listen",
-            "off",
-            "--kv-listen",
-            &kv,
-        ])
-        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
-        .args(["--store", &url])
-        .arg("--data-dir")
-        .arg(&data);
-        Proc::spawn("switchboard serve", c, tmp.path().join(log))
-    };
-    let hub = serve("serve2.log");
+    let hub = serve_again(&data, &url, &kv, &tmp.path().join("serve2.log"));
     wait_for_count(before_restart + 300, "after the first restart");
     pg.stop();
     std::thread::sleep(Duration::from_secs(2));
@@ -335,12 +318,7 @@ fn concurrent_writes_survive_kill_9_and_a_database_restart() {
         let _ = w.join();
     }
     let acked = acked.lock().map(|v| v.clone()).unwrap_or_default();
-    let hub = serve("serve3.log");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !data.join("hub.addr").exists() {
-        assert!(Instant::now() < deadline, "the hub did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let hub = serve_again(&data, &url, &kv, &tmp.path().join("serve3.log"));
     let (rc, out, err) = admin(&data, &["users"]);
     assert_eq!(rc, 0, "{out}\n{err}");
     let stored: Vec<u64> = out
